@@ -1,0 +1,493 @@
+//! Typed settings for every fwdwatch process, loaded with the `config` crate.
+//!
+//! Layers, later wins: built-in defaults (below) → a TOML file (`--config PATH` or
+//! `FWDWATCH_CONFIG`) → environment variables `FWDWATCH__SECTION__KEY`
+//! (e.g. `FWDWATCH__AMQP__PREFETCH=20`, `FWDWATCH__M365__CLIENT_SECRET=…`).
+//! Secrets are `secrecy` types: they never appear in `Debug` output or logs.
+//! A bad or missing value stops start-up with one line naming the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Everything a fwdwatch process can be configured with. Each service reads the
+/// sections it needs; unknown keys are refused so a typo is caught at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub redis: RedisSettings,
+    pub m365: M365Settings,
+    pub telemetry: TelemetrySettings,
+    pub enumerator: EnumeratorSettings,
+    pub scanner: ScannerSettings,
+    pub notifier: NotifierSettings,
+    pub actioner: ActionerSettings,
+    pub security: SecuritySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// `amqp://user:pass@host:5672/%2f` — a secret, since it carries the password.
+    pub url: SecretString,
+    /// Unacknowledged deliveries per consumer.
+    pub prefetch: u16,
+    /// Prefix of every exchange and queue name. `fwdwatch` in production (the names
+    /// in the contract); tests use a unique one so they can run side by side.
+    pub namespace: String,
+    /// Deliveries of one message before the broker dead-letters it.
+    pub delivery_limit: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+    /// Prefix of every key (`fwdwatch:` by default).
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct M365Settings {
+    /// Bare host; the client appends `/{tenant}/oauth2/v2.0/token`.
+    pub login_url: String,
+    /// Bare host; the client appends `/v1.0/…`.
+    pub graph_url: String,
+    /// Bare host; the client appends `/adminapi/beta/{tenant}/…`.
+    pub exo_url: String,
+    /// The MSP's own tenant, where GDAP relationships are listed.
+    pub partner_tenant_id: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// PEM file with the certificate and its private key (client-assertion flow).
+    #[serde(default)]
+    pub certificate_path: Option<PathBuf>,
+    /// Secure Application Model refresh token (delegated GDAP access).
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// Concurrent HTTP requests to one tenant.
+    pub concurrency_per_tenant: usize,
+    /// Concurrent HTTP requests from this process, all tenants together.
+    pub concurrency_per_process: usize,
+    /// Attempts per call (throttling, 5xx, timeouts) before giving up.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl M365Settings {
+    /// True when no credential at all is configured: the CLI then runs the simulator.
+    pub fn has_credentials(&self) -> bool {
+        self.client_secret.is_some() || self.certificate_path.is_some() || self.refresh_token.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (a terminal).
+    Pretty,
+    /// One JSON object per line (containers, log shippers).
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// `RUST_LOG`-style filter, e.g. `info,fwdwatch_scanner=debug`.
+    pub log_filter: String,
+    /// OTLP/HTTP endpoint (e.g. `http://otel-collector:4318`); no endpoint → no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Where `/metrics` (Prometheus) and `/healthz` listen for services without their
+    /// own HTTP server; empty to disable.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+}
+
+/// A customer tenant given by hand instead of GDAP discovery.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTenant {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub default_domain: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnumeratorSettings {
+    /// Cron with seconds, e.g. `0 0 19 * * *` (every day at 19:00 UTC).
+    pub schedule: String,
+    /// `gdap` (list active GDAP relationships) or `static` (the `tenants` list).
+    pub source: String,
+    #[serde(default)]
+    pub tenants: Vec<StaticTenant>,
+    /// Tenant ids never scanned.
+    #[serde(default)]
+    pub exclude_tenants: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScannerSettings {
+    /// Tenants scanned at once by one scanner process.
+    pub concurrent_tenants: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSinkSettings {
+    #[serde(default)]
+    pub webhook_url: Option<SecretString>,
+    #[serde(default)]
+    pub bot_token: Option<SecretString>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Base URL of the Slack Web API (tests point it at a local receiver).
+    #[serde(default = "default_slack_api_url")]
+    pub api_url: String,
+    /// Lowest severity sent to this sink.
+    #[serde(default)]
+    pub min_severity: Option<String>,
+}
+
+fn default_slack_api_url() -> String {
+    "https://slack.com/api".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkSettings {
+    #[serde(default)]
+    pub webhook_url: Option<SecretString>,
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// HMAC key for the `X-Fwdwatch-Signature` header (generic webhook).
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    #[serde(default)]
+    pub min_severity: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SinksSettings {
+    #[serde(default)]
+    pub slack: Option<SlackSinkSettings>,
+    #[serde(default)]
+    pub teams: Option<WebhookSinkSettings>,
+    #[serde(default)]
+    pub webhook: Option<WebhookSinkSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierSettings {
+    #[serde(with = "humantime_serde")]
+    pub reminder_interval: Duration,
+    /// Tenants sharing one external target before a campaign alert.
+    pub campaign_min_tenants: usize,
+    /// Mailboxes of one tenant sharing one external target before a campaign alert.
+    pub campaign_min_mailboxes: usize,
+    /// Where the actioner is reachable from an operator's browser.
+    pub link_base_url: String,
+    /// Attempts per sink before the alert is parked on the dead-letter queue.
+    pub sink_attempts: u32,
+    #[serde(default)]
+    pub sinks: SinksSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackActionSettings {
+    #[serde(default)]
+    pub signing_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSettings {
+    /// Slack user ids allowed to approve / remove.
+    #[serde(default)]
+    pub slack_user_ids: Vec<String>,
+    /// Slack workspace (team) id the users must belong to, when set.
+    #[serde(default)]
+    pub slack_team_id: Option<String>,
+    /// Optional: operator (Slack id or token name) → the tenant ids they may act on.
+    #[serde(default)]
+    pub tenant_scopes: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionerSettings {
+    pub listen: String,
+    #[serde(default = "default_slack_actions")]
+    pub slack: SlackActionSettings,
+    #[serde(default)]
+    pub operators: OperatorSettings,
+    /// Bearer tokens for `POST /v1/commands`: name → token.
+    #[serde(default)]
+    pub api_tokens: BTreeMap<String, SecretString>,
+    /// `disable` (keeps the evidence) or `remove`.
+    pub inbox_rule_removal: String,
+}
+
+fn default_slack_actions() -> SlackActionSettings {
+    SlackActionSettings {
+        signing_secret: None,
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// HMAC key of approve / remove link tokens (shared by notifier and actioner).
+    pub link_secret: SecretString,
+    #[serde(with = "humantime_serde")]
+    pub link_ttl: Duration,
+}
+
+/// The built-in defaults: a process started with no file and no environment runs
+/// against local RabbitMQ / Redis and (for the CLI) the bundled simulator.
+pub const DEFAULTS: &str = r#"
+[amqp]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+prefetch = 16
+namespace = "fwdwatch"
+delivery_limit = 5
+
+[redis]
+url = "redis://127.0.0.1:6379/"
+key_prefix = "fwdwatch:"
+
+[m365]
+login_url = "https://login.microsoftonline.com"
+graph_url = "https://graph.microsoft.com"
+exo_url = "https://outlook.office365.com"
+partner_tenant_id = ""
+client_id = ""
+concurrency_per_tenant = 4
+concurrency_per_process = 256
+max_attempts = 6
+request_timeout = "60s"
+
+[telemetry]
+log_format = "pretty"
+log_filter = "info"
+
+[enumerator]
+schedule = "0 0 19 * * *"
+source = "gdap"
+
+[scanner]
+concurrent_tenants = 64
+
+[notifier]
+reminder_interval = "24h"
+campaign_min_tenants = 2
+campaign_min_mailboxes = 3
+link_base_url = "http://127.0.0.1:8080"
+sink_attempts = 4
+
+[actioner]
+listen = "127.0.0.1:8080"
+inbox_rule_removal = "disable"
+
+[security]
+link_secret = ""
+link_ttl = "72h"
+"#;
+
+/// The environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "FWDWATCH_CONFIG";
+
+/// Configuration could not be loaded: the message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads defaults → file (`path`, else `$FWDWATCH_CONFIG`) → `FWDWATCH__…` environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env_path = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let path = path.map(Path::to_path_buf).or(env_path);
+        Self::load_from(path.as_deref(), std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment (tests, the CLI's overrides).
+    pub fn load_from(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("FWDWATCH__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("FWDWATCH")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("enumerator.exclude_tenants")
+                .with_list_parse_key("actioner.operators.slack_user_ids")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the values serde cannot: ranges and enumerations, one clear line each.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.amqp.prefetch == 0 {
+            return fail("amqp.prefetch", "must be at least 1");
+        }
+        if self.amqp.delivery_limit == 0 {
+            return fail("amqp.delivery_limit", "must be at least 1");
+        }
+        if self.amqp.namespace.is_empty() {
+            return fail("amqp.namespace", "must not be empty");
+        }
+        if self.m365.concurrency_per_tenant == 0 {
+            return fail("m365.concurrency_per_tenant", "must be at least 1");
+        }
+        if self.m365.concurrency_per_process == 0 {
+            return fail("m365.concurrency_per_process", "must be at least 1");
+        }
+        if self.m365.max_attempts == 0 {
+            return fail("m365.max_attempts", "must be at least 1");
+        }
+        for (key, url) in [
+            ("m365.login_url", &self.m365.login_url),
+            ("m365.graph_url", &self.m365.graph_url),
+            ("m365.exo_url", &self.m365.exo_url),
+        ] {
+            if url::Url::parse(url).is_err() {
+                return fail(key, &format!("{url:?} is not a URL"));
+            }
+        }
+        if !matches!(self.enumerator.source.as_str(), "gdap" | "static") {
+            return fail("enumerator.source", "must be `gdap` or `static`");
+        }
+        if self.scanner.concurrent_tenants == 0 {
+            return fail("scanner.concurrent_tenants", "must be at least 1");
+        }
+        if !matches!(self.actioner.inbox_rule_removal.as_str(), "disable" | "remove") {
+            return fail("actioner.inbox_rule_removal", "must be `disable` or `remove`");
+        }
+        if self.actioner.listen.parse::<std::net::SocketAddr>().is_err() {
+            return fail("actioner.listen", "must be an address like 127.0.0.1:8080");
+        }
+        Ok(())
+    }
+
+    /// The link secret, refusing an empty one where links are signed or verified.
+    pub fn link_secret(&self) -> Result<&str, ConfigError> {
+        let secret = self.security.link_secret.expose_secret();
+        if secret.len() < 16 {
+            return Err(ConfigError(
+                "security.link_secret: must be set (at least 16 characters) to sign approve/remove links"
+                    .into(),
+            ));
+        }
+        Ok(secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = Settings::load_from(None, env(&[])).expect("defaults are valid");
+        assert_eq!(s.amqp.namespace, "fwdwatch");
+        assert_eq!(s.amqp.prefetch, 16);
+        assert_eq!(s.m365.login_url, "https://login.microsoftonline.com");
+        assert_eq!(s.notifier.reminder_interval, Duration::from_secs(24 * 3600));
+        assert_eq!(s.security.link_ttl, Duration::from_secs(72 * 3600));
+        assert!(!s.m365.has_credentials());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("fwdwatch-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let file = dir.join("fwdwatch.toml");
+        std::fs::write(&file, "[amqp]\nprefetch = 7\n[scanner]\nconcurrent_tenants = 3\n").expect("write");
+        let s = Settings::load_from(
+            Some(&file),
+            env(&[
+                ("FWDWATCH__AMQP__PREFETCH", "9"),
+                ("FWDWATCH__M365__CLIENT_SECRET", "s3cr3t-value"),
+                ("FWDWATCH__ENUMERATOR__EXCLUDE_TENANTS", "a,b"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.amqp.prefetch, 9, "env beats file");
+        assert_eq!(s.scanner.concurrent_tenants, 3, "file beats defaults");
+        assert_eq!(s.enumerator.exclude_tenants, vec!["a", "b"]);
+        assert!(s.m365.has_credentials());
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("s3cr3t-value"), "secrets never show in Debug");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Settings::load_from(None, env(&[("FWDWATCH__AMQP__PREFETCH", "lots")]))
+            .expect_err("not a number");
+        assert!(err.to_string().contains("prefetch"), "{err}");
+        let err = Settings::load_from(None, env(&[("FWDWATCH__ACTIONER__INBOX_RULE_REMOVAL", "nuke")]))
+            .expect_err("not an option");
+        assert!(err.to_string().contains("actioner.inbox_rule_removal"), "{err}");
+        let err = Settings::load_from(Some(Path::new("/nonexistent/fwdwatch.toml")), env(&[]))
+            .expect_err("missing file");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn empty_link_secret_is_refused_where_needed() {
+        let s = Settings::load_from(None, env(&[])).expect("defaults");
+        assert!(s.link_secret().is_err());
+        let s = Settings::load_from(None, env(&[("FWDWATCH__SECURITY__LINK_SECRET", "0123456789abcdef")]))
+            .expect("loads");
+        assert_eq!(s.link_secret().expect("set"), "0123456789abcdef");
+    }
+}

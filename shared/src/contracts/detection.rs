@@ -1,0 +1,222 @@
+//! `Detection`: one external forward found in one tenant (scanner → notifier).
+//!
+//! This is where a forward becomes a detection on the wire; the scanner builds it
+//! with `classify` (normalised targets, fingerprint, severity).
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Message, type_tag};
+
+type_tag!(DetectionType, "detection");
+
+/// Where a forward is configured. The names are a public contract (routing keys
+/// `detection.<signal>`, CSV columns, the simulator's truth).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The mailbox's `ForwardingSmtpAddress` (`smtp:x@y`).
+    ForwardingSmtpAddress,
+    /// The mailbox's `ForwardingAddress`, resolved to the recipient's real address.
+    ForwardingAddress,
+    /// An inbox rule (`ForwardTo`, `ForwardAsAttachmentTo`, `RedirectTo`), hidden ones included.
+    InboxRule,
+    /// A transport (mail-flow) rule: `RedirectMessageTo`, `BlindCopyTo`, `AddToRecipients`, `CopyTo`.
+    TransportRule,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 4] = [
+        Signal::ForwardingSmtpAddress,
+        Signal::ForwardingAddress,
+        Signal::InboxRule,
+        Signal::TransportRule,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::ForwardingSmtpAddress => "forwarding_smtp_address",
+            Signal::ForwardingAddress => "forwarding_address",
+            Signal::InboxRule => "inbox_rule",
+            Signal::TransportRule => "transport_rule",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|signal| signal.as_str() == s)
+    }
+
+    /// Whether the forward lives on one mailbox (everything but transport rules).
+    pub fn is_per_mailbox(self) -> bool {
+        !matches!(self, Signal::TransportRule)
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent a detection is. Ordered: `Low < Medium < High`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an inbox rule does besides forwarding that keeps the victim from noticing.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HidingAction {
+    DeleteMessage,
+    MarkAsRead,
+    MoveToRssFeeds,
+    MoveToArchive,
+    MoveToDeletedItems,
+    MoveToConversationHistory,
+    MoveToJunkEmail,
+    StopProcessingRules,
+}
+
+/// The mailbox a forward belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Mailbox {
+    /// Primary SMTP address, lower-cased: the mailbox's identity in fwdwatch.
+    pub primary_smtp_address: String,
+    #[serde(default)]
+    pub display_name: String,
+    /// Exchange's `RecipientTypeDetails`, e.g. `UserMailbox`, `SharedMailbox`.
+    #[serde(default)]
+    pub recipient_type: String,
+}
+
+/// One external forward. One per mailbox forwarding field, per inbox rule, per transport rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "Detection", example = Detection::example())]
+pub struct Detection {
+    #[serde(rename = "type")]
+    pub kind: DetectionType,
+    /// Always 1 for this version of the contract.
+    pub version: u32,
+    /// Stable per (run, fingerprint): a redelivered job yields the same id.
+    pub detection_id: String,
+    pub run_id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    /// Absent for transport rules, which act on the whole tenant.
+    #[serde(default)]
+    pub mailbox: Option<Mailbox>,
+    pub signal: Signal,
+    /// Inbox rule `RuleIdentity` (a u64, as a decimal string) or transport rule Guid.
+    #[serde(default)]
+    pub rule_id: Option<String>,
+    #[serde(default)]
+    pub rule_name: Option<String>,
+    /// The external targets, normalised (`local@a-label.domain`), sorted, deduplicated.
+    pub targets: Vec<String>,
+    /// What Exchange showed before normalisation and resolution (e.g. a contact's name).
+    #[serde(default)]
+    pub raw_targets: Vec<String>,
+    /// False for disabled rules and for transport rules in audit mode.
+    pub enabled: bool,
+    /// Whether the mailbox keeps its own copy (false: forward-only, redirects).
+    pub keeps_copy: bool,
+    /// An inbox rule visible only with `Get-InboxRule -IncludeHidden`.
+    #[serde(default)]
+    pub hidden: bool,
+    /// The hiding actions the same rule takes.
+    #[serde(default)]
+    pub hiding_actions: Vec<HidingAction>,
+    /// Mailbox forwards: false for `ForwardingSmtpAddress` when `ForwardingAddress` is
+    /// also set (Exchange uses the latter). Always true for rules.
+    #[serde(default = "default_true")]
+    pub in_effect: bool,
+    /// The tenant's posture (outbound policy / remote domain) stops this forward today.
+    #[serde(default)]
+    pub posture_blocked: bool,
+    pub severity: Severity,
+    /// Stable hash of (tenant, mailbox, signal, rule id, sorted targets).
+    pub fingerprint: String,
+    pub observed_at: DateTime<Utc>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Detection {
+    pub fn example() -> Self {
+        Self {
+            kind: DetectionType::Tag,
+            version: Self::VERSION,
+            detection_id: "run-20261128T190000Z-7f3a:9c1e4b7a0d2f6e8a1b3c5d7e9f0a2b4c".into(),
+            run_id: "run-20261128T190000Z-7f3a".into(),
+            tenant_id: "4fdbff88-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into(),
+            tenant_name: "Contoso Ltd".into(),
+            mailbox: Some(Mailbox {
+                primary_smtp_address: "victim@contoso.com".into(),
+                display_name: "Vic Tim".into(),
+                recipient_type: "UserMailbox".into(),
+            }),
+            signal: Signal::InboxRule,
+            rule_id: Some("15394007230974001153".into()),
+            rule_name: Some(".".into()),
+            targets: vec!["collector@evil.example".into()],
+            raw_targets: vec!["\"collector\" [SMTP:collector@evil.example]".into()],
+            enabled: true,
+            keeps_copy: false,
+            hidden: true,
+            hiding_actions: vec![HidingAction::MarkAsRead, HidingAction::MoveToRssFeeds],
+            in_effect: true,
+            posture_blocked: false,
+            severity: Severity::High,
+            fingerprint: "9c1e4b7a0d2f6e8a1b3c5d7e9f0a2b4c".into(),
+            observed_at: "2026-11-28T19:00:04Z".parse().expect("valid example time"),
+        }
+    }
+
+    /// The mailbox's primary SMTP address, or `""` for tenant-wide (transport) rules.
+    pub fn mailbox_address(&self) -> &str {
+        self.mailbox
+            .as_ref()
+            .map(|m| m.primary_smtp_address.as_str())
+            .unwrap_or("")
+    }
+}
+
+impl Message for Detection {
+    const TYPE: &'static str = "detection";
+    const VERSION: u32 = 1;
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn message_id(&self) -> String {
+        self.detection_id.clone()
+    }
+}
