@@ -84,7 +84,9 @@ pub struct M365Settings {
 impl M365Settings {
     /// True when no credential at all is configured: the CLI then runs the simulator.
     pub fn has_credentials(&self) -> bool {
-        self.client_secret.is_some() || self.certificate_path.is_some() || self.refresh_token.is_some()
+        self.client_secret.is_some()
+            || self.certificate_path.is_some()
+            || self.refresh_token.is_some()
     }
 }
 
@@ -330,10 +332,8 @@ impl Settings {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULTS,
-            config::FileFormat::Toml,
-        ));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = path {
             if !path.exists() {
                 return Err(ConfigError(format!(
@@ -401,10 +401,21 @@ impl Settings {
         if self.scanner.concurrent_tenants == 0 {
             return fail("scanner.concurrent_tenants", "must be at least 1");
         }
-        if !matches!(self.actioner.inbox_rule_removal.as_str(), "disable" | "remove") {
-            return fail("actioner.inbox_rule_removal", "must be `disable` or `remove`");
+        if !matches!(
+            self.actioner.inbox_rule_removal.as_str(),
+            "disable" | "remove"
+        ) {
+            return fail(
+                "actioner.inbox_rule_removal",
+                "must be `disable` or `remove`",
+            );
         }
-        if self.actioner.listen.parse::<std::net::SocketAddr>().is_err() {
+        if self
+            .actioner
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
             return fail("actioner.listen", "must be an address like 127.0.0.1:8080");
         }
         Ok(())
@@ -450,7 +461,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fwdwatch-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("tmp");
         let file = dir.join("fwdwatch.toml");
-        std::fs::write(&file, "[amqp]\nprefetch = 7\n[scanner]\nconcurrent_tenants = 3\n").expect("write");
+        std::fs::write(
+            &file,
+            "[amqp]\nprefetch = 7\n[scanner]\nconcurrent_tenants = 3\n",
+        )
+        .expect("write");
         let s = Settings::load_from(
             Some(&file),
             env(&[
@@ -466,7 +481,10 @@ mod tests {
         assert_eq!(s.enumerator.exclude_tenants, vec!["a", "b"]);
         assert!(s.m365.has_credentials());
         let debug = format!("{s:?}");
-        assert!(!debug.contains("s3cr3t-value"), "secrets never show in Debug");
+        assert!(
+            !debug.contains("s3cr3t-value"),
+            "secrets never show in Debug"
+        );
     }
 
     #[test]
@@ -474,9 +492,15 @@ mod tests {
         let err = Settings::load_from(None, env(&[("FWDWATCH__AMQP__PREFETCH", "lots")]))
             .expect_err("not a number");
         assert!(err.to_string().contains("prefetch"), "{err}");
-        let err = Settings::load_from(None, env(&[("FWDWATCH__ACTIONER__INBOX_RULE_REMOVAL", "nuke")]))
-            .expect_err("not an option");
-        assert!(err.to_string().contains("actioner.inbox_rule_removal"), "{err}");
+        let err = Settings::load_from(
+            None,
+            env(&[("FWDWATCH__ACTIONER__INBOX_RULE_REMOVAL", "nuke")]),
+        )
+        .expect_err("not an option");
+        assert!(
+            err.to_string().contains("actioner.inbox_rule_removal"),
+            "{err}"
+        );
         let err = Settings::load_from(Some(Path::new("/nonexistent/fwdwatch.toml")), env(&[]))
             .expect_err("missing file");
         assert!(err.to_string().contains("does not exist"), "{err}");
@@ -486,8 +510,11 @@ mod tests {
     fn empty_link_secret_is_refused_where_needed() {
         let s = Settings::load_from(None, env(&[])).expect("defaults");
         assert!(s.link_secret().is_err());
-        let s = Settings::load_from(None, env(&[("FWDWATCH__SECURITY__LINK_SECRET", "0123456789abcdef")]))
-            .expect("loads");
+        let s = Settings::load_from(
+            None,
+            env(&[("FWDWATCH__SECURITY__LINK_SECRET", "0123456789abcdef")]),
+        )
+        .expect("loads");
         assert_eq!(s.link_secret().expect("set"), "0123456789abcdef");
     }
 }

@@ -1,1 +1,88 @@
-//! (being written)
+//! Logs and traces for every fwdwatch process, set up in one place.
+//!
+//! `tracing` is the only API the code uses. Output is human-readable or one JSON
+//! object per line (`telemetry.log_format`), filtered by `telemetry.log_filter`
+//! (`RUST_LOG` wins when set). When `telemetry.otlp_endpoint` is configured, spans
+//! are also exported over OTLP/HTTP; without it no exporter exists, so tests and
+//! local runs stay quiet. The W3C trace-context propagator is always installed so
+//! `traceparent` headers flow through the bus either way.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::{LogFormat, TelemetrySettings};
+
+/// Keeps the exporter alive; flushes pending spans when dropped (end of `main`).
+#[must_use = "dropping the guard shuts telemetry down"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("telemetry: flushing spans at shutdown failed: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber for `service` (e.g. `"scanner"`).
+pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<TelemetryGuard> {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log_filter))
+        .map_err(|e| anyhow::anyhow!("telemetry.log_filter {:?}: {e}", settings.log_filter))?;
+
+    let fmt_layer = match settings.log_format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+
+    let (otel_layer, provider) = match settings.otlp_endpoint.as_deref() {
+        Some(endpoint) if !endpoint.is_empty() => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+                .build()
+                .map_err(|e| anyhow::anyhow!("telemetry.otlp_endpoint {endpoint:?}: {e}"))?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(format!("fwdwatch-{service}"))
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer(format!("fwdwatch-{service}"));
+            opentelemetry::global::set_tracer_provider(provider.clone());
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
+        }
+        _ => (None, None),
+    };
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("telemetry already initialised: {e}"))?;
+    Ok(TelemetryGuard { provider })
+}

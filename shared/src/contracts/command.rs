@@ -192,7 +192,9 @@ impl CommandResult {
             fingerprint: command.fingerprint,
             outcome: CommandOutcome::Verified,
             detail: "ForwardingSmtpAddress cleared; re-read shows no forward".into(),
-            before: Some(serde_json::json!({"ForwardingSmtpAddress": "smtp:ap@accounting-partner.example"})),
+            before: Some(
+                serde_json::json!({"ForwardingSmtpAddress": "smtp:ap@accounting-partner.example"}),
+            ),
             after: Some(serde_json::json!({"ForwardingSmtpAddress": null})),
             executed_at: "2026-11-28T19:05:02Z".parse().expect("valid example time"),
         }

@@ -17,6 +17,7 @@ mod alert;
 mod command;
 mod detection;
 mod scan;
+pub mod schema;
 mod summary;
 
 pub use alert::{AlertEvent, AlertEventType, AlertKind, CampaignVictim};

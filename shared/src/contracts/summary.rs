@@ -38,7 +38,9 @@ impl Check {
     /// must not resolve what a failed check would have seen.
     pub fn needed_for(signal: Signal) -> &'static [Check] {
         match signal {
-            Signal::ForwardingSmtpAddress => &[Check::Access, Check::AcceptedDomains, Check::Mailboxes],
+            Signal::ForwardingSmtpAddress => {
+                &[Check::Access, Check::AcceptedDomains, Check::Mailboxes]
+            }
             Signal::ForwardingAddress => &[
                 Check::Access,
                 Check::AcceptedDomains,
@@ -52,7 +54,9 @@ impl Check {
                 Check::Recipients,
                 Check::InboxRules,
             ],
-            Signal::TransportRule => &[Check::Access, Check::AcceptedDomains, Check::TransportRules],
+            Signal::TransportRule => {
+                &[Check::Access, Check::AcceptedDomains, Check::TransportRules]
+            }
         }
     }
 }
@@ -90,7 +94,10 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether trying the same scan again later can help.
     pub fn is_transient(self) -> bool {
-        matches!(self, ErrorKind::Throttled | ErrorKind::Upstream | ErrorKind::Malformed)
+        matches!(
+            self,
+            ErrorKind::Throttled | ErrorKind::Upstream | ErrorKind::Malformed
+        )
     }
 }
 

@@ -44,19 +44,32 @@ fn other_version_is_refused_with_reason() {
     let mut value = serde_json::to_value(ScanJob::example()).expect("json");
     value["version"] = serde_json::json!(2);
     let err = decode::<ScanJob>(&serde_json::to_vec(&value).expect("json")).expect_err("v2");
-    assert!(matches!(err, DecodeError::Version { found: 2, .. }), "{err}");
+    assert!(
+        matches!(err, DecodeError::Version { found: 2, .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn garbage_is_refused_not_panicking() {
-    for body in [&b""[..], b"null", b"{", b"[]", b"{\"type\":\"command\"}", &[0xff, 0xfe]] {
+    for body in [
+        &b""[..],
+        b"null",
+        b"{",
+        b"[]",
+        b"{\"type\":\"command\"}",
+        &[0xff, 0xfe],
+    ] {
         assert!(decode::<Command>(body).is_err());
     }
 }
 
 #[test]
 fn names_on_the_wire_are_the_contract() {
-    let names: Vec<_> = Signal::ALL.iter().map(|s| serde_json::to_value(s).expect("json")).collect();
+    let names: Vec<_> = Signal::ALL
+        .iter()
+        .map(|s| serde_json::to_value(s).expect("json"))
+        .collect();
     assert_eq!(
         names,
         vec![
@@ -70,7 +83,10 @@ fn names_on_the_wire_are_the_contract() {
         assert_eq!(serde_json::to_value(s).expect("json"), s.as_str());
         assert_eq!(Signal::parse(s.as_str()), Some(s));
     }
-    assert_eq!(serde_json::to_value(CommandAction::RevokeApproval).expect("json"), "revoke-approval");
+    assert_eq!(
+        serde_json::to_value(CommandAction::RevokeApproval).expect("json"),
+        "revoke-approval"
+    );
     assert_eq!(serde_json::to_value(Severity::High).expect("json"), "high");
     assert!(Severity::Low < Severity::Medium && Severity::Medium < Severity::High);
 }
