@@ -7,6 +7,7 @@
 //!   paging, batching and throttling.
 //! - [`bus`] — the queue layer: RabbitMQ (lapin) and an in-memory twin with the same semantics.
 //! - [`store`] — Redis access (keys, claims, allowlist, audit) and an in-memory twin.
+//! - [`links`] — signed, expiring approve / remove tokens (notifier signs, actioner verifies).
 //! - [`config`], [`telemetry`], [`shutdown`] — settings, logs/traces, and SIGTERM handling.
 //!
 //! Data flows one way: `m365` answers → `classify` → `contracts::Detection` → `bus`
@@ -16,6 +17,7 @@ pub mod bus;
 pub mod classify;
 pub mod config;
 pub mod contracts;
+pub mod links;
 pub mod m365;
 pub mod shutdown;
 pub mod store;

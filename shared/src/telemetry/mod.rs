@@ -6,9 +6,17 @@
 //! are also exported over OTLP/HTTP; without it no exporter exists, so tests and
 //! local runs stay quiet. The W3C trace-context propagator is always installed so
 //! `traceparent` headers flow through the bus either way.
+//!
+//! Metrics live in [`metrics`]: OpenTelemetry instruments exported to Prometheus
+//! (`/metrics`) always, and over OTLP when an endpoint is configured.
+
+pub mod metrics;
+
+pub use metrics::{metrics, serve as serve_metrics};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -18,6 +26,7 @@ use crate::config::{LogFormat, TelemetrySettings};
 #[must_use = "dropping the guard shuts telemetry down"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
@@ -26,6 +35,11 @@ impl Drop for TelemetryGuard {
             && let Err(error) = provider.shutdown()
         {
             eprintln!("telemetry: flushing spans at shutdown failed: {error}");
+        }
+        if let Some(provider) = self.meter_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("telemetry: flushing metrics at shutdown failed: {error}");
         }
     }
 }
@@ -84,5 +98,38 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
         .with(otel_layer)
         .try_init()
         .map_err(|e| anyhow::anyhow!("telemetry already initialised: {e}"))?;
-    Ok(TelemetryGuard { provider })
+    let meter_provider = init_metrics(settings, service)?;
+    Ok(TelemetryGuard {
+        provider,
+        meter_provider: Some(meter_provider),
+    })
+}
+
+/// Installs the global meter provider: Prometheus always, OTLP when configured.
+fn init_metrics(settings: &TelemetrySettings, service: &str) -> anyhow::Result<SdkMeterProvider> {
+    let registry = metrics::REGISTRY
+        .get_or_init(prometheus::Registry::new)
+        .clone();
+    let prometheus_reader = opentelemetry_prometheus::exporter()
+        .with_registry(registry)
+        .build()
+        .map_err(|e| anyhow::anyhow!("prometheus exporter: {e}"))?;
+    let mut builder = SdkMeterProvider::builder()
+        .with_reader(prometheus_reader)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(format!("fwdwatch-{service}"))
+                .build(),
+        );
+    if let Some(endpoint) = settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{}/v1/metrics", endpoint.trim_end_matches('/')))
+            .build()
+            .map_err(|e| anyhow::anyhow!("telemetry.otlp_endpoint {endpoint:?}: {e}"))?;
+        builder = builder.with_periodic_exporter(exporter);
+    }
+    let provider = builder.build();
+    opentelemetry::global::set_meter_provider(provider.clone());
+    Ok(provider)
 }
