@@ -1,0 +1,947 @@
+//! `RabbitBus`: the [`Bus`] on RabbitMQ, through lapin 4 with automatic recovery.
+//!
+//! One connection per process (lapin multiplexes channels over it):
+//! - a publishing channel in confirm mode, shared by every publish; it is replaced
+//!   when a channel-level error (e.g. publishing to a missing exchange) closed it,
+//!   and it survives connection loss through lapin's recovery;
+//! - one channel per subscription, with per-consumer `basic_qos(prefetch)` (quorum
+//!   queues refuse global QoS); the channel closes when the subscription and every
+//!   delivery taken from it are dropped, which returns unsettled messages;
+//! - short-lived channels for declarations and passive queue checks, because the
+//!   broker closes a channel on any failed declaration.
+//!
+//! Recovery (`enable_auto_recover`, lapin ≥ 4.12.3) reconnects and replays channels,
+//! QoS, confirm mode and consumers; a publish or consume error that recovery can
+//! fix is retried after `wait_for_recovery`, a bounded number of times for
+//! publishes. Errors recovery refuses are returned: a service then exits and its
+//! supervisor restarts it (see `shared/reference/rust-stack.md` §2.1).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use secrecy::ExposeSecret;
+
+use super::{
+    Bus, BusError, CONTENT_TYPE_JSON, DeadLetter, ExchangeKind, HEADER_DELIVERY_COUNT, Incoming,
+    Outgoing, QueueSpec, Settle, Subscription, Topology,
+};
+use crate::config::AmqpSettings;
+
+/// Attempts per publish (the first try plus retries after recovery or a nack).
+const PUBLISH_ATTEMPTS: u32 = 3;
+/// How long the broker's TCP port may take to answer before we call it unreachable.
+const TCP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the AMQP handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A [`Bus`] on RabbitMQ. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct RabbitBus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RabbitBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitBus")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    connection: Connection,
+    /// The confirm-mode channel every publish goes through.
+    publisher: tokio::sync::Mutex<Channel>,
+    /// The broker's address without credentials, for messages and logs.
+    url: String,
+    /// Dead exchange of the queues this bus declared (queue → exchange); queues it
+    /// did not declare use the settings' namespace.
+    dead_exchanges: std::sync::Mutex<HashMap<String, String>>,
+    default_dead_exchange: String,
+}
+
+impl RabbitBus {
+    /// Connects to `settings.url` with automatic recovery and opens the publishing
+    /// channel. Fails fast, naming the broker and how to start it, when nothing
+    /// listens there; never prints the URL's password.
+    pub async fn connect(settings: &AmqpSettings) -> Result<RabbitBus, BusError> {
+        let raw = settings.url.expose_secret();
+        let uri: AMQPUri = raw
+            .parse()
+            .map_err(|error: String| BusError::InvalidUrl(error.replace(raw, "<amqp.url>")))?;
+        let url = display_url(&uri);
+
+        // lapin with recovery enabled retries the first TCP connect with back-off for
+        // minutes; a refused port is a configuration or start-up problem that should
+        // be reported at once.
+        let address = (uri.authority.host.clone(), uri.authority.port);
+        match tokio::time::timeout(TCP_PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await
+        {
+            Ok(Ok(_probe)) => {}
+            Ok(Err(error)) => {
+                return Err(BusError::Unreachable {
+                    url,
+                    reason: error.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(BusError::Unreachable {
+                    url,
+                    reason: format!("no answer within {TCP_PROBE_TIMEOUT:?}"),
+                });
+            }
+        }
+
+        let properties = ConnectionProperties::default()
+            .with_connection_name(
+                format!("fwdwatch {} pid {}", settings.namespace, std::process::id()).into(),
+            )
+            .enable_auto_recover()
+            // Reconnect for a few minutes (1 s doubling to 10 s, with jitter); past
+            // that, errors surface and the supervisor restarts the process.
+            .configure_backoff(|backoff| {
+                backoff
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_max_times(30)
+                    .with_jitter()
+            });
+        let connection =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, Connection::connect_uri(uri, properties))
+                .await
+            {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => {
+                    return Err(BusError::Handshake {
+                        url,
+                        reason: error.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(BusError::Handshake {
+                        url,
+                        reason: format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+                    });
+                }
+            };
+        let publisher = open_confirm_channel(&connection).await?;
+        tracing::info!(%url, "Connected to RabbitMQ.");
+        Ok(RabbitBus {
+            inner: Arc::new(Inner {
+                connection,
+                publisher: tokio::sync::Mutex::new(publisher),
+                url,
+                dead_exchanges: std::sync::Mutex::new(HashMap::new()),
+                default_dead_exchange: Topology::new(settings.namespace.clone()).dead_exchange(),
+            }),
+        })
+    }
+
+    /// Closes the connection cleanly (reply 200 "OK"). Unsettled deliveries return
+    /// to their queues.
+    pub async fn close(&self) -> Result<(), BusError> {
+        self.inner
+            .connection
+            .close(200, "OK".into())
+            .await
+            .map_err(|e| BusError::amqp("close the connection", e))
+    }
+
+    /// Deletes the topology's queues (with their `.dead` queues), `extra_queues`
+    /// (with theirs) and its exchanges, messages included. For tests and demo
+    /// resets only; every step is attempted and the first error is returned.
+    pub async fn teardown(
+        &self,
+        topology: &Topology,
+        extra_queues: &[&str],
+    ) -> Result<(), BusError> {
+        let mut queues: Vec<String> = topology.queues().into_iter().map(|q| q.name).collect();
+        queues.extend(extra_queues.iter().map(|q| (*q).to_owned()));
+        let mut first_error = None;
+        let mut channel = self.inner.channel().await?;
+        for queue in &queues {
+            for name in [queue.clone(), topology.dead_queue(queue)] {
+                let result = match short("queue", &name) {
+                    Ok(short_name) => channel
+                        .queue_delete(short_name, QueueDeleteOptions::default())
+                        .await
+                        .map(drop)
+                        .map_err(|e| BusError::amqp(format!("delete queue {name:?}"), e)),
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
+                    first_error.get_or_insert(error);
+                    channel = self.inner.channel().await?;
+                }
+            }
+        }
+        for exchange in topology.exchanges() {
+            let result = match short("exchange", &exchange.name) {
+                Ok(name) => channel
+                    .exchange_delete(name, ExchangeDeleteOptions::default())
+                    .await
+                    .map_err(|e| BusError::amqp(format!("delete exchange {:?}", exchange.name), e)),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+                channel = self.inner.channel().await?;
+            }
+        }
+        close_quietly(&channel).await;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// `amqp://host:port/vhost`, without the user and password.
+fn display_url(uri: &AMQPUri) -> String {
+    let scheme = match uri.scheme {
+        lapin::uri::AMQPScheme::AMQP => "amqp",
+        lapin::uri::AMQPScheme::AMQPS => "amqps",
+    };
+    let vhost = if uri.vhost == "/" {
+        "%2f"
+    } else {
+        uri.vhost.as_str()
+    };
+    format!(
+        "{scheme}://{}:{}/{vhost}",
+        uri.authority.host, uri.authority.port
+    )
+}
+
+async fn open_confirm_channel(connection: &Connection) -> Result<Channel, BusError> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| BusError::amqp("open the publishing channel", e))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| BusError::amqp("enable publisher confirms", e))?;
+    Ok(channel)
+}
+
+async fn close_quietly(channel: &Channel) {
+    if channel.status().connected()
+        && let Err(error) = channel.close(200, "OK".into()).await
+    {
+        tracing::debug!(%error, "Closing a short-lived channel failed.");
+    }
+}
+
+/// AMQP names and ids are short strings (at most 255 bytes).
+fn short(what: &'static str, value: &str) -> Result<ShortString, BusError> {
+    ShortString::try_new(value).map_err(|error| BusError::Invalid {
+        what,
+        reason: format!("{value:?}: {error}"),
+    })
+}
+
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
+        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)))
+}
+
+fn string_table(headers: &BTreeMap<String, String>) -> Result<FieldTable, BusError> {
+    let mut table = FieldTable::default();
+    for (key, value) in headers {
+        table.insert(
+            short("header name", key)?,
+            AMQPValue::LongString(LongString::from(value.as_bytes())),
+        );
+    }
+    Ok(table)
+}
+
+/// A header value as text; lists and tables (`x-death`) have no single text form.
+fn header_text(value: &AMQPValue) -> Option<String> {
+    Some(match value {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        _ => return None,
+    })
+}
+
+fn header_count(value: &AMQPValue) -> Option<u32> {
+    match value {
+        AMQPValue::ShortShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongString(s) => s.to_string().parse().ok(),
+        _ => None,
+    }
+}
+
+fn message_properties(
+    message_id: Option<&str>,
+    message_type: Option<&str>,
+    headers: FieldTable,
+) -> Result<BasicProperties, BusError> {
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(2) // persistent
+        .with_content_type(CONTENT_TYPE_JSON.into())
+        .with_headers(headers);
+    if let Some(id) = message_id {
+        properties = properties.with_message_id(short("message id", id)?);
+    }
+    if let Some(kind) = message_type {
+        properties = properties.with_type(short("message type", kind)?);
+    }
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        properties = properties.with_timestamp(now.as_secs());
+    }
+    Ok(properties)
+}
+
+/// A message validated and converted for lapin.
+struct Prepared {
+    exchange: ShortString,
+    routing_key: ShortString,
+    properties: BasicProperties,
+    body: Vec<u8>,
+    message_id: String,
+}
+
+impl Prepared {
+    fn from_outgoing(message: Outgoing) -> Result<Self, BusError> {
+        Ok(Prepared {
+            exchange: short("exchange", &message.exchange)?,
+            routing_key: short("routing key", &message.routing_key)?,
+            properties: message_properties(
+                Some(&message.message_id),
+                Some(&message.message_type),
+                string_table(&message.headers)?,
+            )?,
+            body: message.body,
+            message_id: message.message_id,
+        })
+    }
+
+    fn unroutable(&self) -> BusError {
+        BusError::Unroutable {
+            exchange: self.exchange.to_string(),
+            routing_key: self.routing_key.to_string(),
+            message_id: self.message_id.clone(),
+        }
+    }
+
+    fn nacked(&self) -> BusError {
+        BusError::Nacked {
+            exchange: self.exchange.to_string(),
+            routing_key: self.routing_key.to_string(),
+            message_id: self.message_id.clone(),
+        }
+    }
+
+    fn failed(&self, error: lapin::Error) -> BusError {
+        if is_not_found(&error) {
+            return BusError::NotFound {
+                what: "exchange",
+                name: self.exchange.to_string(),
+            };
+        }
+        BusError::amqp(
+            format!(
+                "publish message {} to exchange {:?}",
+                self.message_id,
+                self.exchange.as_str()
+            ),
+            error,
+        )
+    }
+
+    async fn send(&self, channel: &Channel) -> lapin::Result<lapin::PublisherConfirm> {
+        channel
+            .basic_publish(
+                self.exchange.clone(),
+                self.routing_key.clone(),
+                // mandatory: an unroutable message comes back instead of vanishing.
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &self.body,
+                self.properties.clone(),
+            )
+            .await
+    }
+}
+
+/// What a broker confirm means for one message.
+enum Confirmed {
+    Stored,
+    Nacked,
+    Unroutable,
+}
+
+fn confirmed(confirmation: Confirmation) -> Confirmed {
+    // An unroutable mandatory message is still *acked*; it is the returned
+    // message that tells (rust-stack.md §2.2).
+    if confirmation.is_nack() {
+        Confirmed::Nacked
+    } else if confirmation.take_message().is_some() {
+        Confirmed::Unroutable
+    } else {
+        Confirmed::Stored
+    }
+}
+
+impl Inner {
+    async fn channel(&self) -> Result<Channel, BusError> {
+        self.connection
+            .create_channel()
+            .await
+            .map_err(|e| BusError::amqp("open a channel", e))
+    }
+
+    /// The publishing channel, reopened if a channel-level error closed it. While the
+    /// connection recovers the old channel is kept: lapin restores it.
+    async fn publisher(&self) -> Result<Channel, BusError> {
+        let mut channel = self.publisher.lock().await;
+        let status = channel.status();
+        if status.connected() || status.reconnecting() || status.initializing() {
+            return Ok(channel.clone());
+        }
+        tracing::debug!(?status, "Reopening the publishing channel.");
+        *channel = open_confirm_channel(&self.connection).await?;
+        Ok(channel.clone())
+    }
+
+    async fn publish_one(&self, message: &Prepared) -> Result<(), BusError> {
+        let mut attempt = 1;
+        loop {
+            let channel = self.publisher().await?;
+            let result = match message.send(&channel).await {
+                Ok(confirm) => confirm.await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(confirmation) => match confirmed(confirmation) {
+                    Confirmed::Stored => return Ok(()),
+                    Confirmed::Unroutable => return Err(message.unroutable()),
+                    Confirmed::Nacked if attempt < PUBLISH_ATTEMPTS => {
+                        tracing::warn!(message_id = %message.message_id, attempt, "Broker nacked a message; publishing it again.");
+                    }
+                    Confirmed::Nacked => return Err(message.nacked()),
+                },
+                Err(error) if attempt < PUBLISH_ATTEMPTS => {
+                    let shown = error.to_string();
+                    // Returns the error at once when recovery cannot help (e.g. the
+                    // exchange does not exist); otherwise waits for the reconnection.
+                    channel
+                        .wait_for_recovery(error)
+                        .await
+                        .map_err(|error| message.failed(error))?;
+                    tracing::warn!(error = %shown, message_id = %message.message_id, attempt, "Publish failed during a connection loss; publishing again.");
+                }
+                Err(error) => return Err(message.failed(error)),
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn publish_batch(&self, messages: &[Prepared]) -> Result<(), BusError> {
+        let mut pending: Vec<usize> = (0..messages.len()).collect();
+        let mut permanent: Option<BusError> = None;
+        let mut attempt = 1;
+        while !pending.is_empty() {
+            let channel = self.publisher().await?;
+            let mut failed = Vec::new();
+            let mut transport_error = None;
+            // Send everything first, then collect the confirms: one round trip for
+            // the whole batch instead of one per message.
+            let mut confirms = Vec::with_capacity(pending.len());
+            for &index in &pending {
+                match messages[index].send(&channel).await {
+                    Ok(confirm) => confirms.push((index, confirm)),
+                    Err(error) => {
+                        failed.push(index);
+                        transport_error.get_or_insert(error);
+                    }
+                }
+            }
+            for (index, confirm) in confirms {
+                match confirm.await {
+                    Ok(confirmation) => match confirmed(confirmation) {
+                        Confirmed::Stored => {}
+                        Confirmed::Nacked => failed.push(index),
+                        Confirmed::Unroutable => {
+                            permanent.get_or_insert_with(|| messages[index].unroutable());
+                        }
+                    },
+                    Err(error) => {
+                        failed.push(index);
+                        transport_error.get_or_insert(error);
+                    }
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+            failed.sort_unstable();
+            let first = &messages[failed[0]];
+            if attempt >= PUBLISH_ATTEMPTS {
+                return Err(match transport_error {
+                    Some(error) => first.failed(error),
+                    None => first.nacked(),
+                });
+            }
+            tracing::warn!(
+                failed = failed.len(),
+                attempt,
+                "Part of a batch was not confirmed; publishing it again."
+            );
+            if let Some(error) = transport_error {
+                channel
+                    .wait_for_recovery(error)
+                    .await
+                    .map_err(|error| first.failed(error))?;
+            }
+            pending = failed;
+            attempt += 1;
+        }
+        permanent.map_or(Ok(()), Err)
+    }
+
+    fn remember_dead_exchange(&self, queue: &QueueSpec) {
+        self.dead_exchanges
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(queue.name.clone(), queue.dead_letter_exchange.clone());
+    }
+
+    fn dead_exchange_of(&self, queue: &str) -> String {
+        self.dead_exchanges
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(queue)
+            .cloned()
+            .unwrap_or_else(|| self.default_dead_exchange.clone())
+    }
+}
+
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), BusError> {
+    let kind = match kind {
+        ExchangeKind::Direct => lapin::ExchangeKind::Direct,
+        ExchangeKind::Topic => lapin::ExchangeKind::Topic,
+    };
+    channel
+        .exchange_declare(
+            short("exchange", name)?,
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| BusError::amqp(format!("declare exchange {name:?}"), e))
+}
+
+async fn declare_quorum_queue(
+    channel: &Channel,
+    name: &str,
+    mut arguments: FieldTable,
+) -> Result<(), BusError> {
+    // Quorum: replicated and durable; the type can only be chosen at declaration.
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            short("queue", name)?,
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .map(drop)
+        .map_err(|e| BusError::amqp(format!("declare queue {name:?}"), e))
+}
+
+async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BusError> {
+    channel
+        .queue_bind(
+            short("queue", queue)?,
+            short("exchange", exchange)?,
+            short("routing key", key)?,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            if is_not_found(&e) {
+                BusError::NotFound {
+                    what: "exchange",
+                    name: exchange.to_owned(),
+                }
+            } else {
+                BusError::amqp(format!("bind queue {queue:?} to {exchange:?} ({key:?})"), e)
+            }
+        })
+}
+
+/// Declares `spec`, its dead-letter exchange and `<queue>.dead` on `channel`.
+async fn declare_queue_on(channel: &Channel, spec: &QueueSpec) -> Result<(), BusError> {
+    declare_exchange(channel, &spec.dead_letter_exchange, ExchangeKind::Direct).await?;
+    let dead = spec.dead_queue();
+    declare_quorum_queue(channel, &dead, FieldTable::default()).await?;
+    bind(channel, &dead, &spec.dead_letter_exchange, &spec.name).await?;
+
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(spec.delivery_limit)),
+    );
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(spec.dead_letter_exchange.as_str().into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(spec.name.as_str().into()),
+    );
+    declare_quorum_queue(channel, &spec.name, arguments).await?;
+    for binding in &spec.bindings {
+        bind(channel, &spec.name, &binding.exchange, &binding.routing_key).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Bus for RabbitBus {
+    async fn declare(&self, topology: &Topology) -> Result<(), BusError> {
+        // A failed declaration closes its channel: keep that away from the publisher.
+        let channel = self.inner.channel().await?;
+        let result = async {
+            for exchange in topology.exchanges() {
+                declare_exchange(&channel, &exchange.name, exchange.kind).await?;
+            }
+            for queue in topology.queues() {
+                declare_queue_on(&channel, &queue).await?;
+                self.inner.remember_dead_exchange(&queue);
+            }
+            Ok(())
+        }
+        .await;
+        close_quietly(&channel).await;
+        result
+    }
+
+    async fn declare_queue(&self, queue: &QueueSpec) -> Result<(), BusError> {
+        let channel = self.inner.channel().await?;
+        let result = declare_queue_on(&channel, queue).await;
+        close_quietly(&channel).await;
+        if result.is_ok() {
+            self.inner.remember_dead_exchange(queue);
+        }
+        result
+    }
+
+    async fn publish(&self, message: Outgoing) -> Result<(), BusError> {
+        let prepared = Prepared::from_outgoing(message)?;
+        self.inner.publish_one(&prepared).await
+    }
+
+    async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<(), BusError> {
+        let prepared = messages
+            .into_iter()
+            .map(Prepared::from_outgoing)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inner.publish_batch(&prepared).await
+    }
+
+    async fn subscribe(
+        &self,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        if prefetch == 0 {
+            // 0 means "unlimited" to AMQP: never what a service wants.
+            return Err(BusError::Invalid {
+                what: "prefetch",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let channel = self.inner.channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(|e| BusError::amqp("set the prefetch", e))?;
+        let tag = format!("fwdwatch-{}", uuid::Uuid::new_v4());
+        let consumer = channel
+            .basic_consume(
+                short("queue", queue)?,
+                short("consumer tag", &tag)?,
+                BasicConsumeOptions::default(), // manual acks
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    BusError::NotFound {
+                        what: "queue",
+                        name: queue.to_owned(),
+                    }
+                } else {
+                    BusError::amqp(format!("consume {queue:?}"), e)
+                }
+            })?;
+        Ok(Box::new(RabbitSubscription {
+            inner: self.inner.clone(),
+            channel,
+            consumer,
+            queue: queue.to_owned(),
+            tag,
+            cancelled: false,
+        }))
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<u64, BusError> {
+        // A passive declare of a missing queue closes the channel: use a throwaway one.
+        let channel = self.inner.channel().await?;
+        let result = channel
+            .queue_declare(
+                short("queue", queue)?,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        close_quietly(&channel).await;
+        match result {
+            Ok(found) => Ok(u64::from(found.message_count())),
+            Err(error) if is_not_found(&error) => Err(BusError::NotFound {
+                what: "queue",
+                name: queue.to_owned(),
+            }),
+            Err(error) => Err(BusError::amqp(format!("check queue {queue:?}"), error)),
+        }
+    }
+
+    async fn health(&self) -> Result<(), BusError> {
+        let status = self.inner.connection.status();
+        if !status.connected() {
+            return Err(BusError::Disconnected {
+                url: self.inner.url.clone(),
+                state: format!("{status:?}"),
+            });
+        }
+        // A channel open/close is a full round trip to the broker.
+        let channel = self.inner.channel().await?;
+        close_quietly(&channel).await;
+        Ok(())
+    }
+}
+
+struct RabbitSubscription {
+    inner: Arc<Inner>,
+    /// Shared with every delivery: the channel closes (returning unsettled
+    /// messages) once the subscription and all its deliveries are dropped.
+    channel: Channel,
+    consumer: lapin::Consumer,
+    queue: String,
+    tag: String,
+    cancelled: bool,
+}
+
+#[async_trait]
+impl Subscription for RabbitSubscription {
+    async fn next(&mut self) -> Option<Result<Incoming, BusError>> {
+        loop {
+            match self.consumer.next().await? {
+                Ok(delivery) => return Some(Ok(self.incoming(delivery))),
+                Err(error) => {
+                    tracing::warn!(%error, queue = %self.queue, "Consumer error; waiting for the connection to recover.");
+                    // Recovery re-registers the consumer on the same stream.
+                    if let Err(error) = self.channel.wait_for_recovery(error).await {
+                        return Some(Err(BusError::amqp(
+                            format!("consume {:?}", self.queue),
+                            error,
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn cancel(&mut self) {
+        if std::mem::replace(&mut self.cancelled, true) {
+            return;
+        }
+        let Ok(tag) = short("consumer tag", &self.tag) else {
+            return;
+        };
+        if let Err(error) = self
+            .channel
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await
+        {
+            // The channel is gone already: nothing more will be delivered anyway.
+            tracing::debug!(%error, queue = %self.queue, "Cancelling the consumer failed.");
+        }
+    }
+}
+
+impl RabbitSubscription {
+    fn incoming(&self, delivery: lapin::message::Delivery) -> Incoming {
+        let raw_headers = delivery.properties.headers().clone().unwrap_or_default();
+        let headers: BTreeMap<String, String> = raw_headers
+            .inner()
+            .iter()
+            .filter_map(|(key, value)| Some((key.as_str().to_owned(), header_text(value)?)))
+            .collect();
+        let delivery_count = raw_headers
+            .inner()
+            .get(HEADER_DELIVERY_COUNT)
+            .and_then(header_count)
+            .unwrap_or(0);
+        Incoming {
+            headers,
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+            message_type: delivery
+                .properties
+                .kind()
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+            exchange: delivery.exchange.as_str().to_owned(),
+            routing_key: delivery.routing_key.as_str().to_owned(),
+            redelivered: delivery.redelivered,
+            delivery_count,
+            queue: self.queue.clone(),
+            body: delivery.data,
+            acker: Box::new(RabbitAcker {
+                inner: self.inner.clone(),
+                _channel: self.channel.clone(),
+                acker: delivery.acker,
+                raw_headers,
+                queue: self.queue.clone(),
+            }),
+        }
+    }
+}
+
+struct RabbitAcker {
+    inner: Arc<Inner>,
+    /// Keeps the subscription's channel open until this delivery is settled.
+    _channel: Channel,
+    acker: lapin::Acker,
+    /// The original headers with their AMQP types, copied into a dead letter.
+    raw_headers: FieldTable,
+    queue: String,
+}
+
+impl RabbitAcker {
+    fn outcome(&self, what: &str, result: lapin::Result<bool>) -> Result<(), BusError> {
+        match result {
+            Ok(true) => Ok(()),
+            // lapin 4: false = already settled, or the channel closed/recovered since.
+            Ok(false) => Err(BusError::Unsettled {
+                queue: self.queue.clone(),
+                reason: format!("{what}: already settled or its channel closed"),
+            }),
+            Err(error) => Err(BusError::Unsettled {
+                queue: self.queue.clone(),
+                reason: format!("{what}: {error}"),
+            }),
+        }
+    }
+
+    async fn reject(&self, requeue: bool) -> Result<(), BusError> {
+        let result = self.acker.reject(BasicRejectOptions { requeue }).await;
+        self.outcome("reject", result)
+    }
+}
+
+#[async_trait]
+impl Settle for RabbitAcker {
+    async fn ack(&mut self) -> Result<(), BusError> {
+        let result = self.acker.ack(BasicAckOptions::default()).await;
+        self.outcome("ack", result)
+    }
+
+    async fn requeue(&mut self) -> Result<(), BusError> {
+        self.reject(true).await
+    }
+
+    async fn dead_letter(&mut self, copy: DeadLetter) -> Result<(), BusError> {
+        let exchange = self.inner.dead_exchange_of(&copy.queue);
+        let published = async {
+            // Keep the original headers with their types, add ours.
+            let mut headers = self.raw_headers.clone();
+            let mut kept: BTreeMap<ShortString, AMQPValue> = headers.inner().clone();
+            kept.remove(HEADER_DELIVERY_COUNT);
+            headers = FieldTable::from(kept);
+            for (key, value) in &copy.headers {
+                // Ours always win (a message dead-lettered twice gets the new reason).
+                if key.starts_with("x-fwdwatch-dead-") || !headers.contains_key(key) {
+                    headers.insert(
+                        short("header name", key)?,
+                        AMQPValue::LongString(value.as_bytes().into()),
+                    );
+                }
+            }
+            let message = Prepared {
+                exchange: short("exchange", &exchange)?,
+                routing_key: short("routing key", &copy.queue)?,
+                properties: message_properties(
+                    copy.message_id.as_deref(),
+                    copy.message_type.as_deref(),
+                    headers,
+                )?,
+                body: copy.body,
+                message_id: copy.message_id.clone().unwrap_or_default(),
+            };
+            self.inner.publish_one(&message).await
+        }
+        .await;
+        match published {
+            Ok(()) => self.ack().await,
+            Err(error) => {
+                tracing::warn!(%error, queue = %self.queue, "Dead-letter copy not published; rejecting so the queue's dead-letter route takes it.");
+                self.reject(false).await
+            }
+        }
+    }
+}

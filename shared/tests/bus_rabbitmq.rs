@@ -1,0 +1,223 @@
+//! The bus contract (`common/mod.rs`) against the real RabbitMQ, plus what only a
+//! broker connection has: reachability errors and credentials hygiene.
+//!
+//! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest), or `FWDWATCH_TEST_AMQP_URL`.
+//! When it is not reachable the tests FAIL, saying how to start it; they never skip.
+//! Each test uses its own namespace (`t-<uuid>`) and deletes its queues and
+//! exchanges afterwards, also when it fails.
+
+mod common;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use fwdwatch_shared::bus::{Bus, BusError, RabbitBus, Topology};
+use fwdwatch_shared::config::AmqpSettings;
+use secrecy::SecretString;
+
+fn settings(url: &str, topo: &Topology) -> AmqpSettings {
+    AmqpSettings {
+        url: SecretString::from(url.to_owned()),
+        prefetch: 8,
+        namespace: topo.namespace().to_owned(),
+        delivery_limit: topo.delivery_limit(),
+    }
+}
+
+fn broker_url() -> String {
+    std::env::var("FWDWATCH_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+async fn connect(topo: &Topology) -> RabbitBus {
+    RabbitBus::connect(&settings(&broker_url(), topo))
+        .await
+        .unwrap_or_else(|error| panic!("these tests need RabbitMQ: {error}"))
+}
+
+/// Runs one contract on a fresh connection and namespace, then deletes what it
+/// declared whatever the outcome, and re-raises its failure.
+async fn run<F, Fut>(contract: F)
+where
+    F: FnOnce(Arc<dyn Bus>, Topology) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let topo = common::unique_topology();
+    let rabbit = connect(&topo).await;
+    let bus: Arc<dyn Bus> = Arc::new(rabbit.clone());
+    let outcome = AssertUnwindSafe(contract(bus, topo.clone()))
+        .catch_unwind()
+        .await;
+    let extra = common::extra_queues(&topo);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    if let Err(error) = rabbit.teardown(&topo, &extra).await {
+        eprintln!("cleanup of {} failed: {error}", topo.namespace());
+    }
+    let _ = rabbit.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                run(common::$name).await;
+            }
+        )*
+    };
+}
+
+for_each_contract!(contract_tests);
+
+/// A refused port fails at once, says how to start the broker, and hides the password.
+#[tokio::test]
+async fn unreachable_broker_says_how_to_start_it() {
+    let topo = common::unique_topology();
+    let started = std::time::Instant::now();
+    let error = RabbitBus::connect(&settings("amqp://guest:s3cret-pw@127.0.0.1:1/%2f", &topo))
+        .await
+        .expect_err("nothing listens on port 1");
+    let text = error.to_string();
+    assert!(matches!(error, BusError::Unreachable { .. }), "{text}");
+    assert!(text.contains("rabbitmq-server -detached"), "{text}");
+    assert!(text.contains("amqp://127.0.0.1:1"), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    assert!(!format!("{error:?}").contains("s3cret-pw"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "fails fast"
+    );
+}
+
+/// A malformed URL is refused without echoing it (it may hold the password).
+#[tokio::test]
+async fn invalid_url_is_not_echoed() {
+    let topo = common::unique_topology();
+    let error = RabbitBus::connect(&settings("http://guest:s3cret-pw@host/", &topo))
+        .await
+        .expect_err("not amqp");
+    let text = error.to_string();
+    assert!(matches!(error, BusError::InvalidUrl(_)), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}
+
+/// Wrong credentials fail with a handshake error, not a hang, and no password.
+#[tokio::test]
+async fn wrong_credentials_fail_cleanly() {
+    let topo = common::unique_topology();
+    let mut url = url::Url::parse(&broker_url()).expect("test URL");
+    url.set_password(Some("wrong-s3cret")).expect("password");
+    let started = std::time::Instant::now();
+    let error = RabbitBus::connect(&settings(url.as_str(), &topo))
+        .await
+        .expect_err("bad password");
+    let text = error.to_string();
+    assert!(matches!(error, BusError::Handshake { .. }), "{text}");
+    assert!(!text.contains("wrong-s3cret"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(25));
+}
+
+/// Declaring a topology over queues made with another delivery limit is refused
+/// (RabbitMQ: inequivalent arg), and the bus stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeclare_with_other_limit_is_refused() {
+    run(|bus, topo| async move {
+        bus.declare(&topo).await.expect("declare");
+        let other = topo.clone().with_delivery_limit(topo.delivery_limit() + 1);
+        assert!(bus.declare(&other).await.is_err());
+        bus.declare(&topo).await.expect("still usable");
+        bus.health().await.expect("healthy");
+    })
+    .await;
+}
+
+/// Closes this test's own broker connection (found by the namespace in its name)
+/// the way a broker restart or a network cut would: `rabbitmqctl close_connection`.
+async fn force_close_connection(topo: &Topology) {
+    let rabbitmqctl = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        async move {
+            let output = tokio::process::Command::new("rabbitmqctl")
+                .args(&args)
+                .output()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("this test drives the local broker with rabbitmqctl: {e}")
+                });
+            assert!(output.status.success(), "rabbitmqctl {args:?}: {output:?}");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+    };
+    let listing = rabbitmqctl(&["list_connections", "pid", "client_properties"]).await;
+    let pid = listing
+        .lines()
+        .find(|line| line.contains(topo.namespace()))
+        .and_then(|line| line.split('\t').next())
+        .unwrap_or_else(|| {
+            panic!(
+                "no connection named after {} in {listing}",
+                topo.namespace()
+            )
+        })
+        .to_owned();
+    rabbitmqctl(&[
+        "close_connection",
+        &pid,
+        "fwdwatch test: simulated connection loss",
+    ])
+    .await;
+}
+
+/// After the connection is lost, lapin's recovery brings it back: the next publish
+/// succeeds (retried after `wait_for_recovery`), the subscription keeps delivering,
+/// and a delivery held across the loss can no longer be acked but is redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_loss_is_recovered() {
+    use fwdwatch_shared::bus::{ROUTE_JOB, outgoing};
+    use fwdwatch_shared::contracts::{ScanJob, decode};
+
+    run(|bus, topo| async move {
+        bus.declare(&topo).await.expect("declare");
+        let mut sub = bus
+            .subscribe(&topo.scan_jobs_queue(), 4)
+            .await
+            .expect("subscribe");
+        bus.publish(outgoing(&topo.scan_exchange(), ROUTE_JOB, &common::job(1)))
+            .await
+            .expect("publish");
+        let held = common::recv(&mut sub).await;
+
+        force_close_connection(&topo).await;
+
+        bus.publish(outgoing(&topo.scan_exchange(), ROUTE_JOB, &common::job(2)))
+            .await
+            .expect("publish is retried once the connection is back");
+        let stale = held.ack().await;
+        assert!(
+            matches!(stale, Err(BusError::Unsettled { .. })),
+            "{stale:?}"
+        );
+
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let got = common::recv(&mut sub).await;
+            let job: ScanJob = decode(&got.body).expect("decodes");
+            seen.push((job.tenant.id.clone(), got.redelivered));
+            got.ack().await.expect("ack on the recovered channel");
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("tenant-1".to_owned(), true),
+                ("tenant-2".to_owned(), false)
+            ]
+        );
+        bus.health().await.expect("healthy again");
+    })
+    .await;
+}
