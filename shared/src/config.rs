@@ -79,6 +79,13 @@ pub struct M365Settings {
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Token audience of Graph (`{resource}/.default`); unset: the public cloud's
+    /// `https://graph.microsoft.com`. National clouds set it with `graph_url`.
+    #[serde(default)]
+    pub graph_resource: Option<String>,
+    /// Token audience of the Exchange admin API; unset: `https://outlook.office365.com`.
+    #[serde(default)]
+    pub exo_resource: Option<String>,
 }
 
 impl M365Settings {
@@ -134,8 +141,8 @@ pub struct EnumeratorSettings {
     pub source: String,
     #[serde(default)]
     pub tenants: Vec<StaticTenant>,
-    /// Tenant ids never scanned.
-    #[serde(default)]
+    /// Tenant ids never scanned (a list, or one comma-separated string from the environment).
+    #[serde(default, deserialize_with = "list_or_csv")]
     pub exclude_tenants: Vec<String>,
 }
 
@@ -161,6 +168,9 @@ pub struct SlackSinkSettings {
     /// Lowest severity sent to this sink.
     #[serde(default)]
     pub min_severity: Option<String>,
+    /// Tenant ids routed to this sink; empty routes every tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 fn default_slack_api_url() -> String {
@@ -179,6 +189,9 @@ pub struct WebhookSinkSettings {
     pub secret: Option<SecretString>,
     #[serde(default)]
     pub min_severity: Option<String>,
+    /// Tenant ids routed to this sink; empty routes every tenant.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -205,8 +218,45 @@ pub struct NotifierSettings {
     pub link_base_url: String,
     /// Attempts per sink before the alert is parked on the dead-letter queue.
     pub sink_attempts: u32,
+    /// Pause before the second attempt at a sink; doubles (with jitter) after that.
+    #[serde(default = "default_sink_backoff", with = "humantime_serde")]
+    pub sink_backoff: Duration,
+    /// How long one request to a sink may take.
+    #[serde(default = "default_sink_timeout", with = "humantime_serde")]
+    pub sink_timeout: Duration,
+    /// How long a campaign collects victims after it crosses a threshold, so one
+    /// alert lists the whole scan's victims rather than the first two.
+    #[serde(default = "default_campaign_settle", with = "humantime_serde")]
+    pub campaign_settle: Duration,
+    /// How long the state of a detection outlives its last sighting.
+    #[serde(default = "default_state_ttl", with = "humantime_serde")]
+    pub state_ttl: Duration,
+    /// After this, an alert still not delivered (its notifier died or a sink and the
+    /// dead-letter queue were both down) is picked up again by any notifier.
+    #[serde(default = "default_outbox_lease", with = "humantime_serde")]
+    pub outbox_lease: Duration,
     #[serde(default)]
     pub sinks: SinksSettings,
+}
+
+fn default_sink_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_sink_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_campaign_settle() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_state_ttl() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+fn default_outbox_lease() -> Duration {
+    Duration::from_secs(300)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -219,8 +269,8 @@ pub struct SlackActionSettings {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorSettings {
-    /// Slack user ids allowed to approve / remove.
-    #[serde(default)]
+    /// Slack user ids allowed to approve / remove (a list, or comma-separated).
+    #[serde(default, deserialize_with = "list_or_csv")]
     pub slack_user_ids: Vec<String>,
     /// Slack workspace (team) id the users must belong to, when set.
     #[serde(default)]
@@ -243,6 +293,20 @@ pub struct ActionerSettings {
     pub api_tokens: BTreeMap<String, SecretString>,
     /// `disable` (keeps the evidence) or `remove`.
     pub inbox_rule_removal: String,
+    /// URL prefixes a command's `reply_to` may point at (Slack `response_url`s). The
+    /// actioner POSTs the outcome there, so anything else is refused: a command must
+    /// not make it call arbitrary hosts.
+    #[serde(default = "default_reply_url_prefixes")]
+    pub reply_url_prefixes: Vec<String>,
+    /// Link secrets being rotated out: tokens they signed still verify here (until
+    /// they expire), while new ones are signed with `security.link_secret`. Remove an
+    /// entry once `security.link_ttl` has passed since the rotation.
+    #[serde(default)]
+    pub previous_link_secrets: Vec<SecretString>,
+}
+
+fn default_reply_url_prefixes() -> Vec<String> {
+    vec!["https://hooks.slack.com/".into()]
 }
 
 fn default_slack_actions() -> SlackActionSettings {
@@ -258,6 +322,26 @@ pub struct SecuritySettings {
     pub link_secret: SecretString,
     #[serde(with = "humantime_serde")]
     pub link_ttl: Duration,
+}
+
+/// Accepts a TOML list or, as environment variables can only carry strings, one
+/// comma-separated string (`FWDWATCH__ENUMERATOR__EXCLUDE_TENANTS=a,b`).
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(items) => items,
+        ListOrCsv::Csv(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// The built-in defaults: a process started with no file and no environment runs
@@ -301,10 +385,17 @@ campaign_min_tenants = 2
 campaign_min_mailboxes = 3
 link_base_url = "http://127.0.0.1:8080"
 sink_attempts = 4
+sink_backoff = "500ms"
+sink_timeout = "10s"
+campaign_settle = "30s"
+state_ttl = "30d"
+outbox_lease = "5m"
 
 [actioner]
 listen = "127.0.0.1:8080"
 inbox_rule_removal = "disable"
+reply_url_prefixes = ["https://hooks.slack.com/"]
+previous_link_secrets = []
 
 [security]
 link_secret = ""
@@ -351,10 +442,13 @@ impl Settings {
             config::Environment::with_prefix("FWDWATCH")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("enumerator.exclude_tenants")
-                .with_list_parse_key("actioner.operators.slack_user_ids")
+                // No `try_parsing`: it would turn a numeric-looking secret into a
+                // number (and back, mangled). Typed fields still parse from strings.
+                .with_list_parse_key("notifier.sinks.slack.tenants")
+                .with_list_parse_key("notifier.sinks.teams.tenants")
+                .with_list_parse_key("notifier.sinks.webhook.tenants")
+                .with_list_parse_key("actioner.reply_url_prefixes")
+                .with_list_parse_key("actioner.previous_link_secrets")
                 .source(Some(env)),
         );
         let settings: Settings = builder
@@ -504,6 +598,27 @@ mod tests {
         let err = Settings::load_from(Some(Path::new("/nonexistent/fwdwatch.toml")), env(&[]))
             .expect_err("missing file");
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn numeric_secrets_stay_strings() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("FWDWATCH__SECURITY__LINK_SECRET", "1234567890123456"),
+                ("FWDWATCH__M365__CLIENT_ID", "12345"),
+                ("FWDWATCH__M365__CLIENT_SECRET", "00012345678901234567890"),
+            ]),
+        )
+        .expect("numeric-looking secrets load as strings");
+        assert_eq!(s.link_secret().expect("set"), "1234567890123456");
+        assert_eq!(s.m365.client_id, "12345");
+        let secret = s
+            .m365
+            .client_secret
+            .as_ref()
+            .map(|v| v.expose_secret().to_owned());
+        assert_eq!(secret.as_deref(), Some("00012345678901234567890"));
     }
 
     #[test]
