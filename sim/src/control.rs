@@ -1,0 +1,492 @@
+//! The simulator's own API under `/_sim/` (not Microsoft's): ground truth, the tenant
+//! list with its faults, planting and removing forwards, and call statistics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::address::{normalize_address, strip_smtp_prefix};
+use crate::fleet::Org;
+use crate::model::{
+    ExtKind, ExtRecipient, InboxRule, RecipientRef, RuleMode, Target, TenantMeta, TenantState,
+    TransportRule,
+};
+use crate::server::Sim;
+use crate::truth::{self, Signal, TruthEntry};
+
+/// One customer tenant as `GET /_sim/tenants` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantInfo {
+    pub tenant_id: String,
+    pub display_name: String,
+    pub initial_domain: String,
+    pub default_domain: String,
+    pub accepted_domains: Vec<DomainInfo>,
+    /// A domain Graph lists as unverified; not accepted, so external.
+    pub unverified_domain: Option<String>,
+    /// At least one GDAP relationship is `active`.
+    pub gdap_active: bool,
+    pub relationships: Vec<RelationshipInfo>,
+    /// The token endpoint refuses the app (no consent).
+    pub consent_missing: bool,
+    /// 65001 or 700016 when `consent_missing`.
+    pub consent_error: Option<u32>,
+    /// The Exchange API answers 403 (non-JSON); Graph still works.
+    pub exchange_role_missing: bool,
+    /// Mailboxes generated for the tenant.
+    pub mailboxes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    pub domain_name: String,
+    pub domain_type: String,
+    pub match_subdomains: bool,
+    pub default: bool,
+    pub initial: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationshipInfo {
+    pub id: String,
+    pub display_name: String,
+    pub status: String,
+}
+
+fn info(meta: &TenantMeta, mailboxes: u32) -> TenantInfo {
+    TenantInfo {
+        tenant_id: meta.id.clone(),
+        display_name: meta.display_name.clone(),
+        initial_domain: meta.initial_domain.clone(),
+        default_domain: meta.default_domain.clone(),
+        accepted_domains: meta
+            .domains
+            .iter()
+            .map(|d| DomainInfo {
+                domain_name: d.name.clone(),
+                domain_type: d.kind.as_str().to_string(),
+                match_subdomains: d.match_subdomains,
+                default: d.default,
+                initial: d.initial,
+            })
+            .collect(),
+        unverified_domain: meta.unverified_domain.clone(),
+        gdap_active: meta.gdap_active(),
+        relationships: meta
+            .relationships
+            .iter()
+            .map(|r| RelationshipInfo {
+                id: r.id.clone(),
+                display_name: r.display_name.clone(),
+                status: r.status.to_string(),
+            })
+            .collect(),
+        consent_missing: meta.faults.consent_error.is_some(),
+        consent_error: meta.faults.consent_error,
+        exchange_role_missing: meta.faults.no_exchange_role,
+        mailboxes,
+    }
+}
+
+pub(crate) fn tenant_infos(sim: &Sim) -> Vec<TenantInfo> {
+    sim.fleet
+        .tenants
+        .iter()
+        .map(|t| info(&t.meta, sim.fleet.mailboxes))
+        .collect()
+}
+
+/// A control-API error: a status and `{"error": "..."}`.
+struct ControlError(StatusCode, String);
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> ControlError {
+    ControlError(status, message.into())
+}
+
+pub(crate) async fn truth(State(sim): State<Arc<Sim>>) -> Response {
+    Json(sim.truth()).into_response()
+}
+
+pub(crate) async fn tenants(State(sim): State<Arc<Sim>>) -> Response {
+    Json(tenant_infos(&sim)).into_response()
+}
+
+pub(crate) async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+    Json(sim.stats_snapshot()).into_response()
+}
+
+pub(crate) async fn reset_stats(State(sim): State<Arc<Sim>>) -> Response {
+    sim.reset_stats();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_sim/forwards`: what an attacker would configure mid-run.
+#[derive(Debug, Deserialize)]
+struct PlantRequest {
+    tenant_id: String,
+    signal: Signal,
+    mailbox: Option<String>,
+    #[serde(default)]
+    targets: Vec<String>,
+    hidden: Option<bool>,
+    enabled: Option<bool>,
+    rule_name: Option<String>,
+    /// Inbox rule: `forward_to` (default), `forward_as_attachment_to`, `redirect_to`.
+    /// Transport rule: `blind_copy_to` (default), `redirect_message_to`,
+    /// `add_to_recipients`, `copy_to`.
+    action: Option<String>,
+    /// Mailbox forwards: DeliverToMailboxAndForward (default true).
+    keeps_copy: Option<bool>,
+    /// Transport rule: `Enforce` (default), `Audit`, `AuditAndNotify`.
+    mode: Option<String>,
+}
+
+/// `DELETE /_sim/forwards`.
+#[derive(Debug, Deserialize)]
+struct RemoveRequest {
+    tenant_id: String,
+    signal: Signal,
+    mailbox: Option<String>,
+    rule_id: Option<String>,
+}
+
+fn customer(sim: &Sim, key: &str) -> Result<u32, ControlError> {
+    match sim.fleet.resolve(key) {
+        Some(Org::Customer(i)) => Ok(i),
+        _ => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no customer tenant '{key}'"),
+        )),
+    }
+}
+
+fn mailbox(meta: &TenantMeta, st: &TenantState, key: Option<&str>) -> Result<usize, ControlError> {
+    let key = key.ok_or_else(|| error(StatusCode::BAD_REQUEST, "this signal needs 'mailbox'"))?;
+    st.find_mailbox(meta, key)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no mailbox '{key}'")))
+}
+
+/// The truth entry of what was just planted (targets empty when all are internal).
+fn entry_for(
+    meta: &TenantMeta,
+    st: &TenantState,
+    pick: impl Fn(&TruthEntry) -> bool,
+    fallback: TruthEntry,
+) -> TruthEntry {
+    let mut all = Vec::new();
+    truth::tenant_truth(meta, st, &mut all);
+    all.into_iter().find(|e| pick(e)).unwrap_or(fallback)
+}
+
+pub(crate) async fn plant(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let req: PlantRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")).into_response();
+        }
+    };
+    match plant_inner(&sim, req) {
+        Ok(entry) => (StatusCode::CREATED, Json(entry)).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+fn plant_inner(sim: &Sim, req: PlantRequest) -> Result<TruthEntry, ControlError> {
+    let t = customer(sim, &req.tenant_id)?;
+    let meta = sim.fleet.meta(t);
+    for a in &req.targets {
+        if normalize_address(a).is_none() && req.signal != Signal::ForwardingAddress {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("'{a}' is not an email address"),
+            ));
+        }
+    }
+    if req.targets.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "'targets' must not be empty",
+        ));
+    }
+    let mut st = sim.fleet.state(t);
+    let now = crate::token::now() as i64;
+    let base = TruthEntry {
+        tenant_id: meta.id.clone(),
+        mailbox: None,
+        signal: req.signal,
+        rule_id: None,
+        targets: Vec::new(),
+        enabled: req.enabled.unwrap_or(true),
+        hidden: req.hidden.unwrap_or(false),
+        keeps_copy: None,
+        in_effect: None,
+        rule_name: req.rule_name.clone(),
+    };
+    match req.signal {
+        Signal::ForwardingSmtpAddress | Signal::ForwardingAddress => {
+            if req.targets.len() != 1 {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "a mailbox forward has exactly one target",
+                ));
+            }
+            let m = mailbox(meta, &st, req.mailbox.as_deref())?;
+            let target = &req.targets[0];
+            if req.signal == Signal::ForwardingSmtpAddress {
+                st.mailboxes[m].forwarding_smtp =
+                    Some(format!("smtp:{}", strip_smtp_prefix(target)).into());
+            } else {
+                let r = match st.find_recipient(meta, target) {
+                    Some(r) => r,
+                    None => planted_contact(&mut st, target)?,
+                };
+                st.mailboxes[m].forwarding_address = Some(r);
+            }
+            let mb = &mut st.mailboxes[m];
+            mb.deliver_and_forward = req.keeps_copy.unwrap_or(true);
+            mb.when_changed = now;
+            let primary = mb.primary_smtp(meta);
+            let signal = req.signal;
+            let fallback = TruthEntry {
+                mailbox: Some(primary.clone()),
+                ..base
+            };
+            Ok(entry_for(
+                meta,
+                &st,
+                |e| e.signal == signal && e.mailbox.as_deref() == Some(&primary),
+                fallback,
+            ))
+        }
+        Signal::InboxRule => {
+            let m = mailbox(meta, &st, req.mailbox.as_deref())?;
+            let targets: Vec<Target> = req
+                .targets
+                .iter()
+                .map(|a| match st.find_recipient(meta, a) {
+                    // A known recipient is stored as Exchange would: an EX: reference.
+                    Some(r) => Target::Recipient(r),
+                    None => Target::Smtp {
+                        address: a.as_str().into(),
+                        display: None,
+                    },
+                })
+                .collect();
+            let id = rand::random::<u64>() | (1 << 63);
+            let mut rule = InboxRule {
+                id,
+                name: req.rule_name.as_deref().unwrap_or("Planted rule").into(),
+                priority: st.mailboxes[m].rules.len() as u32 + 1,
+                enabled: req.enabled.unwrap_or(true),
+                hidden: req.hidden.unwrap_or(false),
+                forward_to: Vec::new(),
+                forward_as_attachment_to: Vec::new(),
+                redirect_to: Vec::new(),
+                delete: false,
+                mark_read: false,
+                move_to: None,
+                stop: false,
+                subject_words: Vec::new(),
+            };
+            match req.action.as_deref().unwrap_or("forward_to") {
+                "forward_to" => rule.forward_to = targets,
+                "forward_as_attachment_to" => rule.forward_as_attachment_to = targets,
+                "redirect_to" => rule.redirect_to = targets,
+                other => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown inbox rule action '{other}'"),
+                    ));
+                }
+            }
+            let mb = &mut st.mailboxes[m];
+            mb.rules.push(rule);
+            mb.when_changed = now;
+            let primary = mb.primary_smtp(meta);
+            let rid = id.to_string();
+            let fallback = TruthEntry {
+                mailbox: Some(primary),
+                rule_id: Some(rid.clone()),
+                ..base
+            };
+            Ok(entry_for(
+                meta,
+                &st,
+                |e| e.rule_id.as_deref() == Some(&rid),
+                fallback,
+            ))
+        }
+        Signal::TransportRule => {
+            let guid = uuid::Uuid::new_v4().as_u128();
+            let mode = match req.mode.as_deref().unwrap_or("Enforce") {
+                m if m.eq_ignore_ascii_case("enforce") => RuleMode::Enforce,
+                m if m.eq_ignore_ascii_case("audit") => RuleMode::Audit,
+                m if m.eq_ignore_ascii_case("auditandnotify") => RuleMode::AuditAndNotify,
+                other => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown mode '{other}'"),
+                    ));
+                }
+            };
+            let mut rule = TransportRule {
+                name: req
+                    .rule_name
+                    .as_deref()
+                    .unwrap_or("Planted transport rule")
+                    .into(),
+                guid,
+                priority: st.transport_rules.len() as u32,
+                enabled: req.enabled.unwrap_or(true),
+                mode,
+                redirect: Vec::new(),
+                bcc: Vec::new(),
+                add_to: Vec::new(),
+                copy_to: Vec::new(),
+                connector: None,
+                benign_action: None,
+                subject_words: Vec::new(),
+                when_changed: now,
+            };
+            let list: Vec<Box<str>> = req.targets.iter().map(|a| a.as_str().into()).collect();
+            match req.action.as_deref().unwrap_or("blind_copy_to") {
+                "blind_copy_to" => rule.bcc = list,
+                "redirect_message_to" => rule.redirect = list,
+                "add_to_recipients" => rule.add_to = list,
+                "copy_to" => rule.copy_to = list,
+                other => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("unknown transport rule action '{other}'"),
+                    ));
+                }
+            }
+            st.transport_rules.push(rule);
+            let rid = crate::names::guid_str(guid);
+            let fallback = TruthEntry {
+                rule_id: Some(rid.clone()),
+                hidden: false,
+                ..base
+            };
+            Ok(entry_for(
+                meta,
+                &st,
+                |e| e.rule_id.as_deref() == Some(&rid),
+                fallback,
+            ))
+        }
+    }
+}
+
+/// A new mail contact for an external address a planted ForwardingAddress points to.
+fn planted_contact(st: &mut TenantState, address: &str) -> Result<RecipientRef, ControlError> {
+    let address = strip_smtp_prefix(address.trim());
+    if normalize_address(address).is_none() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("'{address}' is neither a recipient nor an email address"),
+        ));
+    }
+    let n = st.contacts.len() + 1;
+    let guid = uuid::Uuid::new_v4().as_u128();
+    st.contacts.push(ExtRecipient {
+        kind: ExtKind::MailContact,
+        name: format!("Planted contact {n}").into(),
+        alias: format!("planted-contact-{n}").into(),
+        external: address.into(),
+        guid,
+        object_id: guid.rotate_left(64),
+    });
+    Ok(RecipientRef::Contact(n as u32 - 1))
+}
+
+pub(crate) async fn remove(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let req: RemoveRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")).into_response();
+        }
+    };
+    let t = match customer(&sim, &req.tenant_id) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    let meta = sim.fleet.meta(t);
+    let mut st = sim.fleet.state(t);
+    let removed = match req.signal {
+        Signal::ForwardingSmtpAddress | Signal::ForwardingAddress => {
+            let m = match mailbox(meta, &st, req.mailbox.as_deref()) {
+                Ok(m) => m,
+                Err(r) => return r.into_response(),
+            };
+            let mb = &mut st.mailboxes[m];
+            if req.signal == Signal::ForwardingSmtpAddress {
+                mb.forwarding_smtp.take().is_some()
+            } else {
+                mb.forwarding_address.take().is_some()
+            }
+        }
+        Signal::InboxRule => {
+            let Some(id) = req
+                .rule_id
+                .as_deref()
+                .and_then(|r| r.trim().parse::<u64>().ok())
+            else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "'rule_id' must be the RuleIdentity in decimal",
+                )
+                .into_response();
+            };
+            let only = match req.mailbox.as_deref() {
+                Some(k) => match st.find_mailbox(meta, k) {
+                    Some(m) => Some(m),
+                    None => {
+                        return error(StatusCode::NOT_FOUND, format!("no mailbox '{k}'"))
+                            .into_response();
+                    }
+                },
+                None => None,
+            };
+            st.mailboxes
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| only.is_none_or(|o| o == *i))
+                .any(|(_, mb)| {
+                    let before = mb.rules.len();
+                    mb.rules.retain(|r| r.id != id);
+                    mb.rules.len() != before
+                })
+        }
+        Signal::TransportRule => {
+            let Some(id) = req.rule_id.as_deref() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "'rule_id' must be the transport rule's Guid",
+                )
+                .into_response();
+            };
+            let before = st.transport_rules.len();
+            st.transport_rules
+                .retain(|r| !crate::names::guid_str(r.guid).eq_ignore_ascii_case(id.trim()));
+            st.transport_rules.len() != before
+        }
+    };
+    if removed {
+        Json(json!({"removed": true})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "no such forward").into_response()
+    }
+}
