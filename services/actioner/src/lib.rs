@@ -147,6 +147,21 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let listener = TcpListener::bind(&settings.actioner.listen)
         .await
         .with_context(|| format!("binding actioner.listen {}", settings.actioner.listen))?;
+    // `/metrics` is on the actioner's own port too; the separate metrics port keeps
+    // scraping uniform across the four services.
+    if let Some(listen) = settings
+        .telemetry
+        .metrics_listen
+        .clone()
+        .filter(|l| !l.is_empty())
+    {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = fwdwatch_shared::telemetry::serve_metrics(&listen, stop).await {
+                tracing::error!(%error, "Metrics endpoint stopped.");
+            }
+        });
+    }
     run_with(
         Deps {
             settings,

@@ -107,6 +107,13 @@ pub async fn run_consumer<M: Message, H: Handler<M>>(
     let mut subscription = bus.subscribe(queue, options.prefetch).await?;
     let tracker = TaskTracker::new();
     tracing::info!(queue, prefetch = options.prefetch, "Consuming.");
+    // Ends with the loop below, whether by shutdown or by a failed subscription.
+    let depth_stop = shutdown.child_token();
+    tracker.spawn(report_depth(
+        bus.clone(),
+        queue.to_owned(),
+        depth_stop.clone(),
+    ));
 
     let outcome = loop {
         tokio::select! {
@@ -132,6 +139,7 @@ pub async fn run_consumer<M: Message, H: Handler<M>>(
     // open channel; only then drop the subscription (which closes the channel and
     // returns anything left unsettled to the queue).
     subscription.cancel().await;
+    depth_stop.cancel();
     tracker.close();
     tracker.wait().await;
     drop(subscription);
@@ -140,6 +148,22 @@ pub async fn run_consumer<M: Message, H: Handler<M>>(
         Err(error) => tracing::error!(queue, %error, "Consumer failed."),
     }
     outcome
+}
+
+/// Records the queue's ready depth (consumer lag) every few seconds until shutdown.
+async fn report_depth(bus: Arc<dyn Bus>, queue: String, shutdown: CancellationToken) {
+    let attrs = crate::telemetry::metrics::attrs([("queue", queue.clone())]);
+    loop {
+        if let Ok(depth) = bus.queue_depth(&queue).await {
+            crate::telemetry::metrics()
+                .queue_depth
+                .record(depth, &attrs);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
+        }
+    }
 }
 
 /// The `process <queue>` span of one delivery, child of the publisher's trace context.

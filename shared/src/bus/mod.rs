@@ -169,6 +169,10 @@ impl Incoming {
     /// original is acked. If that copy cannot be published, the original is rejected
     /// without requeue and the queue's dead-letter route takes it (without our reason).
     pub async fn dead_letter(mut self, reason: &str) -> Result<(), BusError> {
+        crate::telemetry::metrics().messages_dead_lettered.add(
+            1,
+            &crate::telemetry::metrics::attrs([("queue", self.queue.clone())]),
+        );
         let mut headers = self.headers.clone();
         // Broker-managed: the dead queue counts its own deliveries.
         headers.remove(HEADER_DELIVERY_COUNT);

@@ -264,6 +264,13 @@ impl Executor {
         };
         let target = report.target.clone().or_else(|| command.target.clone());
         let context = &self.context;
+        fwdwatch_shared::telemetry::metrics().commands_executed.add(
+            1,
+            &fwdwatch_shared::telemetry::metrics::attrs([
+                ("action", command.action.as_str().to_owned()),
+                ("outcome", format!("{:?}", result.outcome).to_lowercase()),
+            ]),
+        );
 
         // The stored result is what makes a duplicate harmless: write it first.
         match serde_json::to_string(&result) {

@@ -52,6 +52,19 @@ pub fn router(context: Context) -> Router {
         .route("/act/{token}", get(links::show).post(links::act))
         .route("/v1/commands", post(api::submit))
         .route("/v1/commands/{command_id}", get(api::status))
+        // Prometheus scrapes the actioner on its own port.
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    fwdwatch_shared::telemetry::metrics::render(),
+                )
+            }),
+        )
         .layer(axum::middleware::map_response(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(

@@ -1,0 +1,136 @@
+//! Day-to-day commands against a running deployment (RabbitMQ + Redis from config):
+//! `approve` / `remove` / `revoke`, `allowlist list`, `status`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::Utc;
+use fwdwatch_shared::bus::{Bus, RabbitBus, Topology};
+use fwdwatch_shared::config::Settings;
+use fwdwatch_shared::contracts::CommandAction;
+use fwdwatch_shared::store::{self, Keys, Store, allowlist};
+
+use crate::decide::{self, DecisionArgs};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AllowlistCommand {
+    /// What is approved, by whom, until when.
+    List,
+}
+
+pub async fn decide(
+    settings: Settings,
+    action: CommandAction,
+    args: DecisionArgs,
+) -> anyhow::Result<ExitCode> {
+    let store = store::connect(&settings.redis).await?;
+    let keys = Keys::from_settings(&settings.redis);
+    let command =
+        decide::build_command(action, &args, Some(store.as_ref()), &keys, Utc::now()).await?;
+    let bus: Arc<dyn Bus> = Arc::new(RabbitBus::connect(&settings.amqp).await?);
+    let topology = Topology::from_settings(&settings.amqp);
+    decide::publish(&bus, &topology, &command).await?;
+    println!(
+        "published {} command {} for tenant {} mailbox {} (fingerprint {}); the actioner reports the result on {} (command.result) and in the audit trail",
+        action.as_str(),
+        command.command_id,
+        command.tenant_id,
+        command.mailbox.as_deref().unwrap_or("-"),
+        command.fingerprint,
+        topology.events_exchange(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn allowlist(settings: Settings, command: AllowlistCommand) -> anyhow::Result<ExitCode> {
+    let store = store::connect(&settings.redis).await?;
+    let keys = Keys::from_settings(&settings.redis);
+    match command {
+        AllowlistCommand::List => {
+            let approvals = allowlist::list(store.as_ref(), &keys).await?;
+            print!("{}", render_allowlist(&approvals));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn render_allowlist(approvals: &[allowlist::Approval]) -> String {
+    let mut out = String::from(
+        "tenant\tmailbox\tsignal\ttarget\tapproved_by\tapproved_at\texpires_at\treason\n",
+    );
+    for a in approvals {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{} ({})\t{}\t{}\t{}\n",
+            a.tenant_id,
+            a.mailbox.as_deref().unwrap_or("-"),
+            a.signal,
+            a.target,
+            a.approved_by.name,
+            a.approved_by.user_id,
+            a.approved_at.to_rfc3339(),
+            a.expires_at
+                .map(|e| e.to_rfc3339())
+                .unwrap_or_else(|| "never".into()),
+            a.reason.as_deref().unwrap_or(""),
+        ));
+    }
+    out.push_str(&format!("{} approvals\n", approvals.len()));
+    out
+}
+
+pub async fn status(settings: Settings) -> anyhow::Result<ExitCode> {
+    let topology = Topology::from_settings(&settings.amqp);
+    let bus = RabbitBus::connect(&settings.amqp).await?;
+    println!("queues (ready messages):");
+    for queue in [
+        topology.scan_jobs_queue(),
+        topology.notifier_findings_queue(),
+        topology.actioner_commands_queue(),
+    ] {
+        let dead = topology.dead_queue(&queue);
+        let depth = bus
+            .queue_depth(&queue)
+            .await
+            .map(|d| d.to_string())
+            .unwrap_or_else(|e| format!("? ({e})"));
+        let dead_depth = bus
+            .queue_depth(&dead)
+            .await
+            .map(|d| d.to_string())
+            .unwrap_or_else(|e| format!("? ({e})"));
+        println!("  {queue:<40} {depth:>8}   dead-lettered: {dead_depth}");
+    }
+    let store: Arc<dyn Store> = store::connect(&settings.redis).await?;
+    let keys = Keys::from_settings(&settings.redis);
+    let open = open_detections_per_tenant(store.as_ref(), &keys).await?;
+    println!("open detections per tenant:");
+    if open.is_empty() {
+        println!("  none");
+    }
+    for (tenant, count) in &open {
+        println!("  {tenant:<40} {count:>8}");
+    }
+    let last = store.hash_get_all(&keys.last_run()).await?;
+    if last.is_empty() {
+        println!("last run: none recorded");
+    } else {
+        let fields: Vec<String> = last.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("last run: {}", fields.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Counts the notifier's open fingerprints per tenant.
+pub async fn open_detections_per_tenant(
+    store: &dyn Store,
+    keys: &Keys,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let pattern = keys.open_fingerprints("*");
+    let mut counts = BTreeMap::new();
+    for key in store.scan_keys(&pattern).await? {
+        let tenant = key.rsplit(':').next().unwrap_or(&key).to_owned();
+        counts.insert(tenant, store.set_card(&key).await?);
+    }
+    Ok(counts)
+}

@@ -1,0 +1,185 @@
+//! Day-to-day commands against real RabbitMQ and Redis: `fwdwatch approve` publishes
+//! a valid `Command` for the actioner (details filled from the notifier's record of
+//! the detection), `fwdwatch allowlist list` shows approvals, `fwdwatch status`
+//! reports queue depths and open detections.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use fwdwatch_shared::bus::{Bus, RabbitBus, Topology};
+use fwdwatch_shared::config::Settings;
+use fwdwatch_shared::contracts::{self, Channel, CommandAction, Detection, Issuer, Signal};
+use fwdwatch_shared::store::{self, Keys, Store, allowlist};
+
+struct Env {
+    vars: Vec<(String, String)>,
+    settings: Settings,
+}
+
+fn env() -> Env {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let vars: Vec<(String, String)> = vec![
+        ("FWDWATCH__AMQP__NAMESPACE".into(), format!("t-{id}")),
+        ("FWDWATCH__REDIS__KEY_PREFIX".into(), format!("t-{id}:")),
+        ("FWDWATCH__TELEMETRY__LOG_FILTER".into(), "warn".into()),
+        ("USER".into(), "dana".into()),
+    ];
+    let settings = Settings::load_from(None, vars.clone()).expect("settings");
+    Env { vars, settings }
+}
+
+fn fwdwatch(env: &Env, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fwdwatch"))
+        .args(args)
+        .envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env_remove("FWDWATCH_CONFIG")
+        .output()
+        .expect("fwdwatch runs")
+}
+
+async fn connect(env: &Env) -> (Arc<dyn Bus>, Arc<dyn Store>) {
+    let bus = RabbitBus::connect(&env.settings.amqp)
+        .await
+        .expect("RabbitMQ on 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)");
+    let store = store::connect(&env.settings.redis)
+        .await
+        .expect("Redis on 127.0.0.1:6379 (start it with `redis-server --daemonize yes`)");
+    (Arc::new(bus), store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_publishes_a_command_from_the_stored_detection() {
+    let env = env();
+    let (bus, store) = connect(&env).await;
+    let keys = Keys::from_settings(&env.settings.redis);
+    let topology = Topology::from_settings(&env.settings.amqp);
+    bus.declare(&topology).await.expect("topology");
+    let detection = Detection::example();
+    store
+        .hash_set(
+            &keys.detection(&detection.fingerprint),
+            "detection",
+            &serde_json::to_string(&detection).expect("json"),
+        )
+        .await
+        .expect("store");
+
+    let out = fwdwatch(
+        &env,
+        &[
+            "approve",
+            &detection.fingerprint,
+            "--reason",
+            "known partner",
+            "--expires-in",
+            "30d",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut subscription = bus
+        .subscribe(&topology.actioner_commands_queue(), 1)
+        .await
+        .expect("subscribe");
+    let incoming = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.next())
+        .await
+        .expect("a command arrives")
+        .expect("stream open")
+        .expect("delivery");
+    let command: contracts::Command = contracts::decode(&incoming.body).expect("a valid Command");
+    incoming.ack().await.expect("ack");
+    assert_eq!(command.action, CommandAction::Approve);
+    assert_eq!(command.tenant_id, detection.tenant_id);
+    assert_eq!(command.mailbox.as_deref(), Some("victim@contoso.com"));
+    assert_eq!(command.signal, Some(Signal::InboxRule));
+    assert_eq!(command.target.as_deref(), Some("collector@evil.example"));
+    assert_eq!(command.rule_id.as_deref(), Some("15394007230974001153"));
+    assert_eq!(command.issued_by.channel, Channel::Cli);
+    assert_eq!(command.issued_by.user_id, "dana");
+    assert_eq!(command.reason.as_deref(), Some("known partner"));
+    assert!(command.expires_at.is_some());
+
+    // An unknown fingerprint without details is refused with a reason, publishing nothing.
+    let out = fwdwatch(&env, &["remove", "0000000000000000ffffffffffffffff"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tenant"));
+
+    drop(subscription);
+    let _ = store.delete(&keys.detection(&detection.fingerprint)).await;
+    if let Ok(rabbit) = RabbitBus::connect(&env.settings.amqp).await {
+        let _ = rabbit.teardown(&topology, &[]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlist_list_and_status_report_what_is_stored() {
+    let env = env();
+    let (bus, store) = connect(&env).await;
+    let keys = Keys::from_settings(&env.settings.redis);
+    let topology = Topology::from_settings(&env.settings.amqp);
+    bus.declare(&topology).await.expect("topology");
+    let approval = allowlist::Approval {
+        tenant_id: "tenant-1".into(),
+        mailbox: Some("ap@contoso.com".into()),
+        signal: Signal::ForwardingSmtpAddress,
+        target: "ap@partner.example".into(),
+        approved_by: Issuer {
+            channel: Channel::Slack,
+            user_id: "U1".into(),
+            name: "Dana".into(),
+        },
+        approved_at: chrono::Utc::now(),
+        reason: Some("outsourced AP".into()),
+        expires_at: None,
+        command_id: None,
+    };
+    allowlist::approve(store.as_ref(), &keys, approval)
+        .await
+        .expect("approve");
+    store
+        .set_add(
+            &keys.open_fingerprints("tenant-1"),
+            &["fp1".into(), "fp2".into()],
+        )
+        .await
+        .expect("open set");
+
+    let out = fwdwatch(&env, &["allowlist", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ap@contoso.com\tforwarding_smtp_address\tap@partner.example\tDana (U1)"),
+        "{text}"
+    );
+    assert!(text.contains("1 approvals"), "{text}");
+
+    let out = fwdwatch(&env, &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&topology.scan_jobs_queue()), "{text}");
+    assert!(text.contains("tenant-1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("tenant-1") && l.trim_end().ends_with('2')),
+        "{text}"
+    );
+
+    for key in store.scan_keys(&keys.all()).await.unwrap_or_default() {
+        let _ = store.delete(&key).await;
+    }
+    if let Ok(rabbit) = RabbitBus::connect(&env.settings.amqp).await {
+        let _ = rabbit.teardown(&topology, &[]).await;
+    }
+}
