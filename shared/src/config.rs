@@ -168,8 +168,9 @@ pub struct SlackSinkSettings {
     /// Lowest severity sent to this sink.
     #[serde(default)]
     pub min_severity: Option<String>,
-    /// Tenant ids routed to this sink; empty routes every tenant.
-    #[serde(default)]
+    /// Tenant ids routed to this sink; empty routes every tenant (a list, or one
+    /// comma-separated string from the environment).
+    #[serde(default, deserialize_with = "list_or_csv")]
     pub tenants: Vec<String>,
 }
 
@@ -189,8 +190,9 @@ pub struct WebhookSinkSettings {
     pub secret: Option<SecretString>,
     #[serde(default)]
     pub min_severity: Option<String>,
-    /// Tenant ids routed to this sink; empty routes every tenant.
-    #[serde(default)]
+    /// Tenant ids routed to this sink; empty routes every tenant (a list, or one
+    /// comma-separated string from the environment).
+    #[serde(default, deserialize_with = "list_or_csv")]
     pub tenants: Vec<String>,
 }
 
@@ -216,6 +218,10 @@ pub struct NotifierSettings {
     pub campaign_min_mailboxes: usize,
     /// Where the actioner is reachable from an operator's browser.
     pub link_base_url: String,
+    /// Findings handled at once (unacknowledged at the broker). The notifier's work
+    /// per finding is one Redis round trip, so it wants more than `amqp.prefetch`.
+    #[serde(default = "default_notifier_prefetch")]
+    pub prefetch: u16,
     /// Attempts per sink before the alert is parked on the dead-letter queue.
     pub sink_attempts: u32,
     /// Pause before the second attempt at a sink; doubles (with jitter) after that.
@@ -237,6 +243,10 @@ pub struct NotifierSettings {
     pub outbox_lease: Duration,
     #[serde(default)]
     pub sinks: SinksSettings,
+}
+
+fn default_notifier_prefetch() -> u16 {
+    256
 }
 
 fn default_sink_backoff() -> Duration {
@@ -296,13 +306,26 @@ pub struct ActionerSettings {
     /// URL prefixes a command's `reply_to` may point at (Slack `response_url`s). The
     /// actioner POSTs the outcome there, so anything else is refused: a command must
     /// not make it call arbitrary hosts.
-    #[serde(default = "default_reply_url_prefixes")]
+    #[serde(
+        default = "default_reply_url_prefixes",
+        deserialize_with = "list_or_csv"
+    )]
     pub reply_url_prefixes: Vec<String>,
     /// Link secrets being rotated out: tokens they signed still verify here (until
     /// they expire), while new ones are signed with `security.link_secret`. Remove an
     /// entry once `security.link_ttl` has passed since the rotation.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret_list_or_csv")]
     pub previous_link_secrets: Vec<SecretString>,
+}
+
+/// [`list_or_csv`] for secrets: each entry becomes a `SecretString` at once.
+fn secret_list_or_csv<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<SecretString>, D::Error> {
+    Ok(list_or_csv(deserializer)?
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
 }
 
 fn default_reply_url_prefixes() -> Vec<String> {
@@ -384,6 +407,7 @@ reminder_interval = "24h"
 campaign_min_tenants = 2
 campaign_min_mailboxes = 3
 link_base_url = "http://127.0.0.1:8080"
+prefetch = 256
 sink_attempts = 4
 sink_backoff = "500ms"
 sink_timeout = "10s"
@@ -444,11 +468,6 @@ impl Settings {
                 .separator("__")
                 // No `try_parsing`: it would turn a numeric-looking secret into a
                 // number (and back, mangled). Typed fields still parse from strings.
-                .with_list_parse_key("notifier.sinks.slack.tenants")
-                .with_list_parse_key("notifier.sinks.teams.tenants")
-                .with_list_parse_key("notifier.sinks.webhook.tenants")
-                .with_list_parse_key("actioner.reply_url_prefixes")
-                .with_list_parse_key("actioner.previous_link_secrets")
                 .source(Some(env)),
         );
         let settings: Settings = builder

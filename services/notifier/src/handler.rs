@@ -1,0 +1,122 @@
+//! The findings handler: one `Detection` or `TenantSummary` in, state recorded and
+//! alerts delivered, then the bus acks.
+//!
+//! Failure policy (at-least-once, nothing lost):
+//! - a detection that can never be tracked (bad fingerprint, no targets) is
+//!   rejected → dead-lettered with the reason;
+//! - the store unavailable → `Retry`: the message is not acked and comes back;
+//! - once the lifecycle decided, the alert sits in the outbox, so delivery
+//!   problems never fail the message: the finding is acked and the dispatcher (or a
+//!   sweeper) finishes the delivery or parks it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use fwdwatch_shared::bus::{DeliveryInfo, HandleError, Handler};
+use fwdwatch_shared::contracts::{Detection, TenantSummary};
+
+use crate::finding::Finding;
+use crate::lifecycle::{LifecycleError, Observed, Tracker, validate};
+use crate::outbox::Dispatcher;
+use crate::stats::Stats;
+
+pub struct FindingsHandler {
+    tracker: Arc<dyn Tracker>,
+    dispatcher: Arc<Dispatcher>,
+    stats: Arc<Stats>,
+}
+
+impl FindingsHandler {
+    pub fn new(tracker: Arc<dyn Tracker>, dispatcher: Arc<Dispatcher>, stats: Arc<Stats>) -> Self {
+        Self {
+            tracker,
+            dispatcher,
+            stats,
+        }
+    }
+
+    async fn detection(&self, detection: Detection) -> Result<(), HandleError> {
+        self.stats.detection();
+        validate(&detection).map_err(|reason| {
+            HandleError::Reject(anyhow::anyhow!(
+                "detection {}: {reason}",
+                detection.detection_id
+            ))
+        })?;
+        let observed = self
+            .tracker
+            .observe(&detection, Utc::now())
+            .await
+            .map_err(retry)?;
+        match observed {
+            Observed::Alert(alert) => {
+                self.dispatcher.deliver(*alert).await;
+            }
+            Observed::Silent => self.stats.silent(),
+            Observed::Suppressed => {
+                self.stats.suppressed();
+                tracing::debug!(
+                    tenant = %detection.tenant_id,
+                    mailbox = %detection.mailbox_address(),
+                    signal = %detection.signal,
+                    targets = %detection.targets.join(","),
+                    fingerprint = %detection.fingerprint,
+                    "Approved forward; not alerting."
+                );
+            }
+            Observed::Stale => {
+                self.stats.stale();
+                tracing::debug!(fingerprint = %detection.fingerprint, observed_at = %detection.observed_at, "Detection older than the scan that resolved it; ignored.");
+            }
+        }
+        Ok(())
+    }
+
+    async fn summary(&self, summary: TenantSummary) -> Result<(), HandleError> {
+        self.stats.summary();
+        if summary.tenant.id.trim().is_empty() {
+            return Err(HandleError::Reject(anyhow::anyhow!(
+                "summary {} has no tenant id",
+                summary.job_id
+            )));
+        }
+        if let Some((check, error)) = summary.first_error() {
+            tracing::info!(
+                tenant = %summary.tenant.id,
+                check = ?check,
+                error = %error.message,
+                "Partial scan: detections its failed checks would have seen stay open."
+            );
+        }
+        let alerts = self
+            .tracker
+            .resolve(&summary, Utc::now())
+            .await
+            .map_err(retry)?;
+        for alert in alerts {
+            self.dispatcher.deliver(alert).await;
+        }
+        Ok(())
+    }
+}
+
+fn retry(error: LifecycleError) -> HandleError {
+    HandleError::Retry(anyhow::Error::new(error).context("recording the finding"))
+}
+
+#[async_trait]
+impl Handler<Finding> for FindingsHandler {
+    async fn handle(&self, message: Finding, _delivery: &DeliveryInfo) -> Result<(), HandleError> {
+        let result = match message {
+            Finding::Detection(d) => self.detection(*d).await,
+            Finding::Summary(s) => self.summary(*s).await,
+        };
+        match &result {
+            Ok(()) => self.stats.handled(),
+            Err(HandleError::Retry(_)) => self.stats.retried(),
+            Err(HandleError::Reject(_)) => {}
+        }
+        result
+    }
+}

@@ -1,0 +1,185 @@
+//! A generic JSON webhook, for any automation (Power Automate, n8n, a SIEM, a
+//! ticketing system).
+//!
+//! The top level keeps the 2018 design's fields — `Customer`, `TenantId`,
+//! `PrimarySmtpAddress`, `DisplayName`, `ExternalRecipient` — so flows built on them
+//! keep working, and adds ours in snake_case (alert kind, severity, signal,
+//! fingerprint, targets, signed `approve_url` / `remove_url`, the full detection).
+//!
+//! With `notifier.sinks.webhook.secret` set, every POST carries
+//! `X-Fwdwatch-Timestamp: <unix seconds>` and
+//! `X-Fwdwatch-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`. The body
+//! holds `alert_id` and `sent_at`, so a receiver verifying the signature (constant
+//! time, over the raw bytes) can also refuse stale or repeated deliveries.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use fwdwatch_shared::contracts::AlertKind;
+use hmac::{KeyInit, Mac};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use super::{Sink, SinkError, post_json, text};
+use crate::alert::{PendingAlert, TargetActions, stamp};
+use crate::settings::{Route, WebhookConfig};
+
+pub const HEADER_SIGNATURE: &str = "X-Fwdwatch-Signature";
+pub const HEADER_TIMESTAMP: &str = "X-Fwdwatch-Timestamp";
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+#[derive(Debug)]
+pub struct WebhookSink {
+    config: WebhookConfig,
+    client: reqwest::Client,
+}
+
+impl WebhookSink {
+    pub fn new(config: WebhookConfig, client: reqwest::Client) -> Self {
+        Self { config, client }
+    }
+}
+
+/// `sha256=<hex>` of the body under `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length; this cannot fail.
+    let mut mac =
+        <HmacSha256 as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks a `sha256=<hex>` signature in constant time (what a receiver does).
+pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(hex_sig) = header.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let mut mac =
+        <HmacSha256 as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// The JSON body.
+pub fn payload(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
+    let detection = alert.detection.as_ref();
+    let targets: Vec<String> = match (detection, &alert.collector) {
+        (Some(d), _) => d.targets.clone(),
+        (None, Some(c)) => vec![c.clone()],
+        (None, None) => vec![],
+    };
+    let first_action = actions.first();
+    json!({
+        // The original design's fields, unchanged in name and meaning.
+        "Customer": alert.tenant_name(),
+        "TenantId": alert.tenant_id,
+        "PrimarySmtpAddress": detection.map_or("", |d| d.mailbox_address()),
+        "DisplayName": detection
+            .and_then(|d| d.mailbox.as_ref())
+            .map_or("", |m| m.display_name.as_str()),
+        "ExternalRecipient": targets.join(","),
+        // fwdwatch's own.
+        "type": "fwdwatch_alert",
+        "version": 1,
+        "alert_id": alert.alert_id,
+        "alert": alert.kind,
+        "title": text::title(alert),
+        "severity": alert.severity(),
+        "signal": detection.map(|d| d.signal),
+        "fingerprint": alert.fingerprint,
+        "targets": targets,
+        "rule_id": detection.and_then(|d| d.rule_id.clone()),
+        "rule_name": detection.and_then(|d| d.rule_name.clone()),
+        "hidden": detection.map(|d| d.hidden),
+        "keeps_copy": detection.map(|d| d.keeps_copy),
+        "hiding_actions": detection.map(|d| d.hiding_actions.clone()),
+        "enabled": detection.map(|d| d.enabled),
+        "posture_blocked": detection.map(|d| d.posture_blocked),
+        "first_seen": alert.first_seen,
+        "reminder": (alert.kind == AlertKind::Reminder).then_some(alert.reminder),
+        "approve_url": first_action.map(|a| a.approve.url.clone()),
+        "remove_url": first_action.map(|a| a.remove.url.clone()),
+        "actions": actions
+            .iter()
+            .map(|a| json!({"target": a.target, "approve_url": a.approve.url, "remove_url": a.remove.url}))
+            .collect::<Vec<_>>(),
+        "collector": alert.collector,
+        "victims": alert.victims,
+        "detection": detection,
+        "sent_at": stamp(Utc::now()),
+    })
+}
+
+#[async_trait]
+impl Sink for WebhookSink {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
+    fn route(&self) -> &Route {
+        &self.config.route
+    }
+
+    async fn send(&self, alert: &PendingAlert, actions: &[TargetActions]) -> Result<(), SinkError> {
+        let body =
+            serde_json::to_vec(&payload(alert, actions)).map_err(|e| SinkError::Refused {
+                reason: e.to_string(),
+                retryable: false,
+            })?;
+        let mut headers = Vec::new();
+        if let Some(secret) = &self.config.secret {
+            headers.push((HEADER_TIMESTAMP, Utc::now().timestamp().to_string()));
+            headers.push((
+                HEADER_SIGNATURE,
+                signature(secret.expose_secret().as_bytes(), &body),
+            ));
+        }
+        post_json(
+            &self.client,
+            self.config.url.expose_secret().trim(),
+            &headers,
+            body,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::tests::pending;
+
+    #[test]
+    fn original_fields_stay_at_the_top_level() {
+        let body = payload(&pending(AlertKind::New), &[]);
+        assert_eq!(body["Customer"], "Contoso Ltd");
+        assert_eq!(body["TenantId"], "4fdbff88-1c2d-4e5f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(body["PrimarySmtpAddress"], "victim@contoso.com");
+        assert_eq!(body["DisplayName"], "Vic Tim");
+        assert_eq!(body["ExternalRecipient"], "collector@evil.example");
+        assert_eq!(body["alert"], "new");
+        assert_eq!(body["severity"], "high");
+        assert_eq!(body["signal"], "inbox_rule");
+        assert!(body["approve_url"].is_null(), "no signer → no links");
+    }
+
+    #[test]
+    fn signature_round_trips_and_detects_tampering() {
+        let body = br#"{"a":1}"#;
+        let sig = signature(b"k3y", body);
+        assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
+        assert!(verify(b"k3y", body, &sig));
+        assert!(!verify(b"k3y", br#"{"a":2}"#, &sig));
+        assert!(!verify(b"other", body, &sig));
+        assert!(!verify(b"k3y", body, "sha1=00"));
+        // Known vector: HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog").
+        assert_eq!(
+            signature(b"key", b"The quick brown fox jumps over the lazy dog"),
+            "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+}
