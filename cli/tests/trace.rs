@@ -15,7 +15,7 @@ use fwdwatch_shared::config::Settings;
 use fwdwatch_shared::m365::M365Client;
 use fwdwatch_shared::shutdown::CancellationToken;
 use fwdwatch_shared::store::{MemoryStore, Store};
-use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry::trace::{SpanId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -99,11 +99,10 @@ async fn a_tenant_scan_is_one_trace_from_enumerator_to_notifier() {
         .iter()
         .map(|s| (s.span_context.span_id(), s))
         .collect();
-    let enumerate = spans
-        .iter()
-        .find(|s| s.name == "enumerate")
-        .expect("the enumerator's run span");
-    let run_trace: TraceId = enumerate.span_context.trace_id();
+    assert!(
+        spans.iter().any(|s| s.name == "enumerate"),
+        "the enumerator's run span"
+    );
 
     let topology = Topology::from_settings(&settings.amqp);
     let scans: Vec<&SpanData> = spans
@@ -115,36 +114,71 @@ async fn a_tenant_scan_is_one_trace_from_enumerator_to_notifier() {
         tenants,
         "one scanner span per tenant job"
     );
+    let mut traces = std::collections::HashSet::new();
     for scan in &scans {
-        assert_eq!(
-            scan.span_context.trace_id(),
-            run_trace,
-            "the scan continues the enumerator's trace"
-        );
-        let parent = by_id
+        let publish = by_id
             .get(&scan.parent_span_id)
             .expect("the scan's parent span was exported");
-        assert_eq!(parent.span_context.trace_id(), run_trace);
+        assert_eq!(
+            publish.name,
+            format!("publish {}", topology.scan_exchange()),
+            "parent: the enumerator's publish"
+        );
+        assert_eq!(
+            publish.parent_span_id,
+            SpanId::INVALID,
+            "each tenant's publish is a trace root"
+        );
+        assert_eq!(
+            scan.span_context.trace_id(),
+            publish.span_context.trace_id()
+        );
+        traces.insert(scan.span_context.trace_id());
         // Microsoft calls are children (or grandchildren) of the tenant scan.
-        let descendants = spans
+        let children = spans
+            .iter()
+            .filter(|s| s.parent_span_id == scan.span_context.span_id())
+            .count();
+        assert!(children > 0, "the tenant scan has child spans");
+    }
+    assert_eq!(traces.len() as u64, tenants, "one trace per tenant");
+    // Each Microsoft call is a client span under its tenant's scan.
+    let descends_from_scan = |span: &SpanData| {
+        let mut cursor = by_id.get(&span.parent_span_id).copied();
+        while let Some(s) = cursor {
+            if scans
+                .iter()
+                .any(|scan| scan.span_context.span_id() == s.span_context.span_id())
+            {
+                return true;
+            }
+            cursor = by_id.get(&s.parent_span_id).copied();
+        }
+        false
+    };
+    for scan in &scans {
+        let calls = spans
             .iter()
             .filter(|s| {
-                s.span_context.trace_id() == run_trace
-                    && s.parent_span_id == scan.span_context.span_id()
+                s.name == "ExoBatch" && s.span_context.trace_id() == scan.span_context.trace_id()
             })
+            .filter(|s| descends_from_scan(s))
             .count();
-        assert!(descendants > 0, "the tenant scan has child spans");
+        assert!(
+            calls >= 2,
+            "the scan's Exchange batches are traced ({calls})"
+        );
     }
+
     let notified: Vec<&SpanData> = spans
         .iter()
         .filter(|s| s.name == format!("process {}", topology.notifier_findings_queue()))
         .collect();
     assert!(!notified.is_empty(), "the notifier's handling is traced");
     for span in &notified {
-        assert_eq!(
-            span.span_context.trace_id(),
-            run_trace,
-            "findings continue the same trace"
+        assert!(
+            traces.contains(&span.span_context.trace_id()),
+            "findings continue their tenant's trace"
         );
         // Its parent is inside a scanner span of this trace.
         let mut cursor = by_id.get(&span.parent_span_id).copied();

@@ -186,7 +186,8 @@ pub async fn run_once_with(
         .context("declaring the queue topology")?;
     let now = Utc::now();
     let run_id = new_run_id(now);
-    let span = tracing::info_span!("enumerate", run = %run_id);
+    let span = tracing::info_span!("enumerate", run = %run_id, trace_id = tracing::field::Empty);
+    fwdwatch_shared::bus::record_trace_id(&span);
     enqueue(
         bus,
         client,
@@ -216,6 +217,20 @@ async fn enqueue(
         .iter()
         .map(|tenant| {
             let job = ScanJob::new(&run_id, tenant.clone(), now);
+            // One trace per tenant: each job starts its own root span, and the scan,
+            // its findings, the alerts and any decision on them continue it.
+            let span = tracing::info_span!(
+                parent: None,
+                "publish",
+                otel.name = %format!("publish {exchange}"),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                tenant = %tenant.id,
+                run = %run_id,
+                trace_id = tracing::field::Empty,
+            );
+            fwdwatch_shared::bus::record_trace_id(&span);
+            let _entered = span.enter();
             tracing::debug!(tenant = %tenant.id, name = %tenant.display_name, job = %job.job_id, "Enqueuing.");
             outgoing(&exchange, ROUTE_JOB, &job)
         })

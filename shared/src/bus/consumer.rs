@@ -178,8 +178,10 @@ fn process_span(incoming: &Incoming) -> tracing::Span {
         messaging.message.id = incoming.message_id.as_deref().unwrap_or(""),
         messaging.rabbitmq.routing_key = %incoming.routing_key,
         messaging.delivery_count = incoming.delivery_count,
+        trace_id = tracing::field::Empty,
     );
     set_parent_from_headers(&span, &incoming.headers);
+    super::trace::record_trace_id(&span);
     span
 }
 

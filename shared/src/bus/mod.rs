@@ -81,7 +81,9 @@ pub use topology::{
     ROUTE_COMMAND_RESULT, ROUTE_JOB, ROUTE_SUMMARY, Topology, alert_route, audit_route,
     detection_route,
 };
-pub use trace::{extract_trace_context, inject_trace_context, outgoing, set_parent_from_headers};
+pub use trace::{
+    extract_trace_context, inject_trace_context, outgoing, record_trace_id, set_parent_from_headers,
+};
 
 /// The content type of every fwdwatch message.
 pub const CONTENT_TYPE_JSON: &str = "application/json";

@@ -55,6 +55,18 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &BTreeMap<String, 
     }
 }
 
+/// Records the span's OpenTelemetry trace id in its `trace_id` field (declared
+/// `tracing::field::Empty`), so every log line inside it names the trace — JSON
+/// logs list the enclosing spans' fields. A no-op without a trace context.
+pub fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string());
+    }
+}
+
 struct HeaderInjector<'a>(&'a mut BTreeMap<String, String>);
 
 impl Injector for HeaderInjector<'_> {

@@ -224,6 +224,24 @@ impl M365Client {
         req: &ApiRequest<'_>,
         parse: impl Fn(&[u8]) -> Result<R, String>,
     ) -> Result<(R, u64), M365Error> {
+        // One client span per Microsoft call (retries included), child of the
+        // tenant scan: a trace shows where a slow or throttled scan spent its time.
+        // The URL is left out: paging links carry opaque tokens.
+        let span = tracing::info_span!(
+            "m365",
+            otel.name = %format!("{:?}", req.kind),
+            otel.kind = "client",
+            tenant = %req.tenant,
+            http.request.method = %req.method,
+        );
+        tracing::Instrument::instrument(self.send_attempts(req, parse), span).await
+    }
+
+    async fn send_attempts<R>(
+        &self,
+        req: &ApiRequest<'_>,
+        parse: impl Fn(&[u8]) -> Result<R, String>,
+    ) -> Result<(R, u64), M365Error> {
         let inner = &self.inner;
         let mut attempt: u32 = 0;
         let mut refreshed = false;

@@ -62,7 +62,8 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            // The enclosing spans carry tenant, run and trace id: list them all.
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -89,7 +90,16 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
                 Some(provider),
             )
         }
-        _ => (None, None),
+        // No exporter: spans still get OpenTelemetry ids, so `traceparent` flows
+        // through the bus and every log line of a scan carries its trace id.
+        _ => {
+            let provider = SdkTracerProvider::builder().build();
+            let tracer = provider.tracer(format!("fwdwatch-{service}"));
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
+        }
     };
 
     tracing_subscriber::registry()
