@@ -679,6 +679,9 @@ async fn two_notifiers(mode: Mode) {
     let mut h = Harness::new(webhook_sink(&receiver, "/hook")).await;
     h.spawn(mode).await;
     h.spawn(mode).await;
+    // Both consumers must be subscribed before the first publish, or a loaded
+    // machine lets the first one take every message and the race is never run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let now = Utc::now();
     let detections: Vec<Detection> = (0..20)
         .map(|i| {
