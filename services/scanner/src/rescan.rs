@@ -26,7 +26,7 @@ use fwdwatch_shared::contracts::{Detection, ErrorKind, ScanJob, Signal, TenantRe
 use fwdwatch_shared::m365::{Cmdlet, M365Client, M365Error};
 use serde_json::Value;
 
-use crate::directory::{Directory, RECIPIENT_FIELDS};
+use crate::directory::Directory;
 use crate::forward::{DetectionBuilder, Forward, Resolver};
 use crate::inbox_rules::{self, RULE_FIELDS};
 use crate::mailbox_forwarding::{self, MAILBOX_FIELDS};
@@ -62,54 +62,22 @@ fn tenant_domains(rows: &[Value]) -> Result<TenantDomains, M365Error> {
             })
         })
         .collect();
-    // No domain at all would make every target look external: a failed read.
-    if accepted.is_empty() {
-        return Err(M365Error::malformed(
-            "Get-AcceptedDomain returned no domain",
-        ));
-    }
-    Ok(TenantDomains::new(&accepted))
+    crate::scan::internal_domains(&accepted, None)
 }
 
-/// Looks up `unknown` identities (recipient names, legacy DNs) into `directory`.
+/// Looks up `unknown` identities (recipient names, legacy DNs) into `directory`,
+/// as a scan does. Unlike a scan, a re-read that cannot resolve a target cannot say
+/// whether the forward is unchanged: any failure fails the whole re-read.
 async fn resolve(
     client: &M365Client,
     tenant: &str,
     directory: &mut Directory,
     unknown: BTreeSet<String>,
 ) -> Result<(), M365Error> {
-    if unknown.is_empty() {
-        return Ok(());
+    match crate::scan::resolve_unknown(client, tenant, directory, unknown).await {
+        Some(error) => Err(error),
+        None => Ok(()),
     }
-    let identities: Vec<String> = unknown.into_iter().collect();
-    let cmdlets: Vec<Cmdlet> = identities
-        .iter()
-        .map(|id| {
-            let c = Cmdlet::new("Get-Recipient").select(RECIPIENT_FIELDS);
-            if id.starts_with("/o=") || id.starts_with("/O=") {
-                c.param(
-                    "Filter",
-                    format!("LegacyExchangeDN -eq '{}'", id.replace('\'', "''")),
-                )
-            } else {
-                c.param("Identity", id.as_str())
-            }
-        })
-        .collect();
-    for (identity, result) in identities
-        .iter()
-        .zip(client.invoke_batch(tenant, &cmdlets).await)
-    {
-        match result {
-            Ok(rows) if rows.is_empty() => directory.mark_missing(identity),
-            Ok(rows) => directory.add_rows_for(identity, &rows),
-            Err(e) if e.kind == ErrorKind::NotFound => directory.mark_missing(identity),
-            // Unlike a scan, a re-read that cannot resolve a target cannot say whether
-            // the forward is unchanged: the whole re-read fails.
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn builder_job(tenant: &str) -> ScanJob {

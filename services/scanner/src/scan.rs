@@ -157,6 +157,15 @@ fn tenant_domains(
             })
         })
         .collect();
+    internal_domains(&accepted, default_domain)
+}
+
+/// The internal domains of `accepted` (+ the tenant's own onmicrosoft domain).
+/// Shared with the actioner's re-read ([`crate::rescan`]) so both classify alike.
+pub(crate) fn internal_domains(
+    accepted: &[AcceptedDomain],
+    default_domain: Option<&str>,
+) -> Result<TenantDomains, M365Error> {
     // Every tenant has at least its initial domain: an empty list would make every
     // forward look external, so it is a failed read, not an answer.
     if accepted.is_empty() {
@@ -164,7 +173,7 @@ fn tenant_domains(
             "Get-AcceptedDomain returned no domain",
         ));
     }
-    let domains = TenantDomains::new(&accepted);
+    let domains = TenantDomains::new(accepted);
     Ok(match default_domain {
         Some(d) => domains.with_tenant_domain(d),
         None => domains,
@@ -189,8 +198,8 @@ fn opath_quote(s: &str) -> String {
 
 /// Looks up identities the recipient listing did not cover, in one batch, and adds
 /// what it finds to the directory. Returns the first failure that was not a plain
-/// "not found".
-async fn resolve_unknown(
+/// "not found". Shared with the actioner's re-read ([`crate::rescan`]).
+pub(crate) async fn resolve_unknown(
     client: &M365Client,
     tenant: &str,
     directory: &mut Directory,
