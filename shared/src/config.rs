@@ -151,6 +151,20 @@ pub struct EnumeratorSettings {
 pub struct ScannerSettings {
     /// Tenants scanned at once by one scanner process.
     pub concurrent_tenants: usize,
+    /// Most members read per group a forward targets; a larger group is reported
+    /// (its target unreadable, the group-members check incomplete), never cut
+    /// silently.
+    pub group_member_cap: usize,
+}
+
+impl ScannerSettings {
+    /// The scan limits these settings ask for.
+    pub fn scan_options(&self) -> crate::forwards::ScanOptions {
+        crate::forwards::ScanOptions {
+            group_member_cap: self.group_member_cap.max(1),
+            ..crate::forwards::ScanOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,8 +255,17 @@ pub struct NotifierSettings {
     /// dead-letter queue were both down) is picked up again by any notifier.
     #[serde(default = "default_outbox_lease", with = "humantime_serde")]
     pub outbox_lease: Duration,
+    /// Scans in a row that could not read a tenant for a passing reason (throttling,
+    /// outages) before its coverage counts as lost. A permanent reason (consent
+    /// revoked, role removed, relationship ended) counts at once.
+    #[serde(default = "default_coverage_failures")]
+    pub coverage_failures: u32,
     #[serde(default)]
     pub sinks: SinksSettings,
+}
+
+fn default_coverage_failures() -> u32 {
+    3
 }
 
 fn default_notifier_prefetch() -> u16 {
@@ -401,6 +424,7 @@ source = "gdap"
 
 [scanner]
 concurrent_tenants = 64
+group_member_cap = 5000
 
 [notifier]
 reminder_interval = "24h"

@@ -297,6 +297,20 @@ mod tests {
         ) -> Result<(), fwdwatch_shared::m365::M365Error> {
             unreachable!()
         }
+        async fn disable_journal_rule(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<(), fwdwatch_shared::m365::M365Error> {
+            unreachable!()
+        }
+        async fn disable_outbound_connector(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<(), fwdwatch_shared::m365::M365Error> {
+            unreachable!()
+        }
     }
 
     #[tokio::test]

@@ -156,7 +156,8 @@ impl Topology {
         self.name("findings")
     }
 
-    /// `{ns}.notifier.findings`: everything on the findings exchange (`#`).
+    /// `{ns}.notifier.findings`: everything on the findings exchange (`#`), and the
+    /// actioner's `command.result` events.
     pub fn notifier_findings_queue(&self) -> String {
         self.name("notifier.findings")
     }
@@ -205,7 +206,9 @@ impl Topology {
             self.queue(self.scan_jobs_queue())
                 .bind(self.scan_exchange(), ROUTE_JOB),
             self.queue(self.notifier_findings_queue())
-                .bind(self.findings_exchange(), "#"),
+                .bind(self.findings_exchange(), "#")
+                // Verified removals take forwards off the notifier's open list.
+                .bind(self.events_exchange(), ROUTE_COMMAND_RESULT),
             self.queue(self.actioner_commands_queue())
                 .bind(self.commands_exchange(), ROUTE_COMMAND),
         ]

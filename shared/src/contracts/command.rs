@@ -176,6 +176,11 @@ pub struct CommandResult {
     #[serde(default)]
     pub after: Option<serde_json::Value>,
     pub executed_at: DateTime<Utc>,
+    /// Verified removals: the fingerprints of the forward as it was removed (it may
+    /// have changed since detection — another case, a decoy target — and is then
+    /// another fingerprint than the command's). The notifier marks each `removed`.
+    #[serde(default)]
+    pub removed_fingerprints: Vec<String>,
 }
 
 impl CommandResult {
@@ -197,6 +202,7 @@ impl CommandResult {
             ),
             after: Some(serde_json::json!({"ForwardingSmtpAddress": null})),
             executed_at: "2026-11-28T19:05:02Z".parse().expect("valid example time"),
+            removed_fingerprints: vec![],
         }
     }
 }

@@ -87,7 +87,7 @@ impl Keys {
     // ---- notifier ----
 
     /// The notifier's state of one detection (hash: `detection` = the latest
-    /// `Detection` JSON, `state` = `open` / `approved` / `resolved`, `first_seen`,
+    /// `Detection` JSON, `state` = `open` / `approved` / `resolved` / `removed`, `first_seen`,
     /// `last_seen`, `last_alert_at` (RFC 3339, UTC, milliseconds), plus the notifier's
     /// bookkeeping: `tenant_id`, `mailbox`, `signal`, `episode`, `reminders`,
     /// `resolved_at`, `resolved_scan`, `campaign_keys`, `op_*`). Owner: notifier; read
@@ -163,6 +163,28 @@ impl Keys {
     /// time delivers it. Owner: notifier. TTL: `notifier.outbox_lease`.
     pub fn alert_outbox_claim(&self, alert_id: &str) -> String {
         self.key("alert_outbox_claim", &[alert_id])
+    }
+
+    /// One tenant's scan coverage (hash): `state` = `ok` / `lost`, `since`,
+    /// `reason`, `remedy`, `check`, `failures` (dark scans in a row),
+    /// `last_readable_at`, `last_complete_at`, `last_summary_at` (the newest
+    /// summary's scan start), `last_alert_at`, `episode`, `reminders`, `warnings`
+    /// (newline-separated), `summary` (the latest `TenantSummary` JSON). Owner:
+    /// notifier; read by `fwdwatch status` and the console. No TTL.
+    pub fn tenant_coverage(&self, tenant: &str) -> String {
+        self.key("coverage", &[tenant])
+    }
+
+    /// Every tenant with a coverage record (set of tenant ids), for listing them.
+    /// Owner: notifier. No TTL.
+    pub fn tenants(&self) -> String {
+        self.key("tenants", &[])
+    }
+
+    /// Short lock on one tenant's coverage record while a notifier updates it.
+    /// Owner: notifier. TTL: a few seconds.
+    pub fn tenant_lock(&self, tenant: &str) -> String {
+        self.key("coverage_lock", &[tenant])
     }
 
     // ---- actioner ----
@@ -306,6 +328,9 @@ mod tests {
             keys.campaigns_due(),
             keys.alert_outbox(),
             keys.alert_outbox_due(),
+            keys.tenant_coverage("t"),
+            keys.tenants(),
+            keys.tenant_lock("t"),
             keys.alert_outbox_claim("a"),
             keys.command_claim("c"),
             keys.command_result("c"),

@@ -10,8 +10,8 @@
 //!    claim is a lease of [`CLAIM_LEASE`], so an interrupted command can run again.
 //! 2. **Authorise** the issuer again ([`Authorizer::command`](crate::authz::Authorizer::command)),
 //!    whatever way the command came in.
-//! 3. **Execute**: [`approve`] (allowlist), or [`remove`] (re-read, refuse if
-//!    changed since detection, change, re-read and [`verify`]).
+//! 3. **Execute**: [`approve`] (allowlist), or [`remove`] (re-read, find the
+//!    forward by its identity, refuse if it is gone, change, re-read and [`verify`]).
 //! 4. **Finish**: store the result (the claim now lives as long as it), audit it
 //!    (Redis stream, `audit.<action>` event, log), publish `command.result`, and
 //!    answer in Slack through `reply_to`.
@@ -86,6 +86,8 @@ pub struct Report {
     pub mailbox: Option<String>,
     /// The target(s), for the audit (`a, b` when several were approved).
     pub target: Option<String>,
+    /// Verified removals: the fingerprint of the forward as it was removed.
+    pub removed_fingerprints: Vec<String>,
 }
 
 impl Report {
@@ -97,6 +99,7 @@ impl Report {
             after: None,
             mailbox: None,
             target: None,
+            removed_fingerprints: Vec::new(),
         }
     }
 
@@ -261,6 +264,7 @@ impl Executor {
             before: report.before.clone(),
             after: report.after.clone(),
             executed_at: Utc::now(),
+            removed_fingerprints: report.removed_fingerprints.clone(),
         };
         let target = report.target.clone().or_else(|| command.target.clone());
         let context = &self.context;
