@@ -144,6 +144,15 @@ pub struct EnumeratorSettings {
     /// Tenant ids never scanned (a list, or one comma-separated string from the environment).
     #[serde(default, deserialize_with = "list_or_csv")]
     pub exclude_tenants: Vec<String>,
+    /// How long a tenant that was listed before and is missing from the GDAP listing
+    /// (relationship terminated or expired) is still scheduled, so its lost coverage
+    /// is reported and reminded; after this it is forgotten.
+    #[serde(default = "default_unlisted_retention", with = "humantime_serde")]
+    pub unlisted_retention: Duration,
+}
+
+fn default_unlisted_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -33,7 +33,9 @@ pub use error::{
     exchange_error_message, token_error,
 };
 pub use exchange::{Cmdlet, EXO_BATCH_LIMIT, Listing, is_truncation_warning};
-pub use graph::{GRAPH_BATCH_LIMIT, GraphRequest, gdap_customers_from};
+pub use graph::{
+    GRAPH_BATCH_LIMIT, GdapCustomer, GraphRequest, gdap_customers_from, gdap_relationships_from,
+};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use stats::{RequestKind, StatsSnapshot};
 

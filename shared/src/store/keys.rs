@@ -226,6 +226,14 @@ impl Keys {
 
     // ---- enumerator / CLI ----
 
+    /// Every tenant the enumerator has listed (hash: tenant id → JSON with its name,
+    /// default domain, `last_listed` and relationship end), so a tenant that drops
+    /// out of the GDAP listing is still scanned — and reported as lost coverage —
+    /// instead of vanishing. Owner: enumerator. No TTL.
+    pub fn known_tenants(&self) -> String {
+        self.key("known_tenants", &[])
+    }
+
     /// The last scan run (hash: `run_id`, `started_at`, `tenants`, …), written by the
     /// enumerator when it publishes a run and read by `fwdwatch status`. No TTL.
     pub fn last_run(&self) -> String {
@@ -329,6 +337,7 @@ mod tests {
             keys.alert_outbox(),
             keys.alert_outbox_due(),
             keys.tenant_coverage("t"),
+            keys.known_tenants(),
             keys.tenants(),
             keys.tenant_lock("t"),
             keys.alert_outbox_claim("a"),
