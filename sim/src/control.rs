@@ -250,7 +250,10 @@ pub(crate) async fn plant_recipient(State(sim): State<Arc<Sim>>, body: Bytes) ->
     }
 }
 
-fn plant_recipient_inner(sim: &Sim, req: RecipientRequest) -> Result<PlantedRecipient, ControlError> {
+fn plant_recipient_inner(
+    sim: &Sim,
+    req: RecipientRequest,
+) -> Result<PlantedRecipient, ControlError> {
     let t = customer(sim, &req.tenant_id)?;
     let meta = sim.fleet.meta(t);
     let mut st = sim.fleet.state(t);
@@ -391,6 +394,8 @@ struct PlantRequest {
     /// Targets are planted as written even when they are not valid addresses (an
     /// attacker's unreadable target).
     unreadable: Option<bool>,
+    /// Transport rules: insert ahead of every other rule (a decoy listed first).
+    first: Option<bool>,
 }
 
 /// `DELETE /_sim/forwards`.
@@ -616,13 +621,12 @@ fn plant_inner(sim: &Sim, req: PlantRequest) -> Result<TruthEntry, ControlError>
                 "add_to_recipients" => rule.add_to = list,
                 "copy_to" => rule.copy_to = list,
                 "generate_incident_report" | "generate_incident_report_with_message" => {
-                    rule.incident_content = if req.action.as_deref()
-                        == Some("generate_incident_report_with_message")
-                    {
-                        vec!["Sender", "Subject", "AttachOriginalMessage"]
-                    } else {
-                        vec!["Sender", "Subject"]
-                    };
+                    rule.incident_content =
+                        if req.action.as_deref() == Some("generate_incident_report_with_message") {
+                            vec!["Sender", "Subject", "AttachOriginalMessage"]
+                        } else {
+                            vec!["Sender", "Subject"]
+                        };
                     rule.incident_report = list.into_iter().next();
                 }
                 "route_via_connector" => {
@@ -647,7 +651,11 @@ fn plant_inner(sim: &Sim, req: PlantRequest) -> Result<TruthEntry, ControlError>
                     ));
                 }
             }
-            st.transport_rules.push(rule);
+            if req.first == Some(true) {
+                st.transport_rules.insert(0, rule);
+            } else {
+                st.transport_rules.push(rule);
+            }
             let rid = crate::names::guid_str(guid);
             let fallback = TruthEntry {
                 rule_id: Some(rid.clone()),

@@ -858,7 +858,11 @@ impl Gen<'_> {
             }
         } else if roll == 8 && self.group_outside_address.is_some() {
             Target::Smtp {
-                address: self.group_outside_address.clone().unwrap_or_default().into(),
+                address: self
+                    .group_outside_address
+                    .clone()
+                    .unwrap_or_default()
+                    .into(),
                 display: None,
             }
         } else {
@@ -988,7 +992,12 @@ impl Gen<'_> {
     }
 
     /// An outbound connector relaying to `hosts`.
-    fn connector(&mut self, name: &str, hosts: Vec<String>, rule_scoped: bool) -> OutboundConnector {
+    fn connector(
+        &mut self,
+        name: &str,
+        hosts: Vec<String>,
+        rule_scoped: bool,
+    ) -> OutboundConnector {
         OutboundConnector {
             name: name.into(),
             guid: guid(&mut self.rng),
@@ -1234,13 +1243,20 @@ fn groups(g: &mut Gen<'_>, st: &mut TenantState) {
         "all-staff",
         vec![RecipientRef::Mailbox(0), RecipientRef::Mailbox(1)],
     );
-    let hub = group(g, GroupKind::Unified, "partners-hub", vec![RecipientRef::Mailbox(0)]);
+    let hub = group(
+        g,
+        GroupKind::Unified,
+        "partners-hub",
+        vec![RecipientRef::Mailbox(0)],
+    );
     let mut vendors = vec![RecipientRef::Group(hub)];
     if let Some(&guest) = g.guest_mail_users.first() {
         vendors.push(RecipientRef::MailUser(guest));
     }
     let vendors = group(g, GroupKind::Distribution, "vendors", vendors);
-    st.groups[hub as usize].members.push(RecipientRef::Group(vendors));
+    st.groups[hub as usize]
+        .members
+        .push(RecipientRef::Group(vendors));
     g.group_outside = Some(outside);
     g.group_inside = Some(inside);
     g.group_nested = Some(hub);
@@ -1622,7 +1638,10 @@ fn apply(g: &mut Gen<'_>, st: &mut TenantState, aliases: &[String], sc: Scenario
             let mut r = g.transport_rule("Route via partner");
             r.connector = Some("Partner outbound connector".into());
             new_transport = Some(r);
-            let host = format!("smtp.{}", pick(&mut g.rng, &["relay-partner.net", "mx-sync.io"]));
+            let host = format!(
+                "smtp.{}",
+                pick(&mut g.rng, &["relay-partner.net", "mx-sync.io"])
+            );
             let c = g.connector("Partner outbound connector", vec![host], true);
             st.connectors.push(c);
         }
@@ -1690,7 +1709,8 @@ fn apply(g: &mut Gen<'_>, st: &mut TenantState, aliases: &[String], sc: Scenario
         TransportGroup => {
             let mut r = g.transport_rule("Add team to finance mail");
             if let Some(i) = g.group_outside {
-                r.add_to.push(st.groups[i as usize].primary_smtp(g.meta).into());
+                r.add_to
+                    .push(st.groups[i as usize].primary_smtp(g.meta).into());
             }
             new_transport = Some(r);
         }
@@ -1728,7 +1748,8 @@ fn apply(g: &mut Gen<'_>, st: &mut TenantState, aliases: &[String], sc: Scenario
             let i = st.contacts.len() as u32;
             st.contacts.push(c);
             let mut r = g.rule("Archive");
-            r.forward_to.push(Target::Recipient(RecipientRef::Contact(i)));
+            r.forward_to
+                .push(Target::Recipient(RecipientRef::Contact(i)));
             new_rule = Some(r);
         }
         TransportUnreadable => {
@@ -1784,7 +1805,11 @@ fn apply(g: &mut Gen<'_>, st: &mut TenantState, aliases: &[String], sc: Scenario
             st.connectors.push(c);
         }
         ConnectorUnused => {
-            let c = g.connector("Spare relay", vec!["relay.spare-partner.example".into()], true);
+            let c = g.connector(
+                "Spare relay",
+                vec!["relay.spare-partner.example".into()],
+                true,
+            );
             st.connectors.push(c);
         }
         PolicyGroupScoped => {

@@ -81,7 +81,6 @@ pub(crate) struct TenantMeta {
     pub server: String,
 }
 
-
 /// Optional accepted domains by role (names as in `TenantMeta::domains`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SpecialDomains {
@@ -534,11 +533,14 @@ impl TenantState {
     /// A recipient's primary SMTP address (empty for a deleted one).
     pub(crate) fn primary_smtp(&self, meta: &TenantMeta, r: RecipientRef) -> String {
         match r {
-            RecipientRef::Mailbox(i) => self.mailboxes.get(i as usize).map(|m| m.primary_smtp(meta)),
-            RecipientRef::Contact(i) => self.contacts.get(i as usize).map(|c| c.primary_smtp(meta)),
-            RecipientRef::MailUser(i) => {
-                self.mail_users.get(i as usize).map(|c| c.primary_smtp(meta))
+            RecipientRef::Mailbox(i) => {
+                self.mailboxes.get(i as usize).map(|m| m.primary_smtp(meta))
             }
+            RecipientRef::Contact(i) => self.contacts.get(i as usize).map(|c| c.primary_smtp(meta)),
+            RecipientRef::MailUser(i) => self
+                .mail_users
+                .get(i as usize)
+                .map(|c| c.primary_smtp(meta)),
             RecipientRef::Group(i) => self.groups.get(i as usize).map(|g| g.primary_smtp(meta)),
             RecipientRef::Gone(_) => None,
         }
@@ -593,11 +595,11 @@ impl TenantState {
                 return Some(RecipientRef::Group(i as u32));
             }
         }
-        if let Some(i) = self
-            .mail_users
-            .iter()
-            .position(|u| u.email_addresses(meta).iter().any(|e| eq(crate::address::strip_smtp_prefix(e))))
-        {
+        if let Some(i) = self.mail_users.iter().position(|u| {
+            u.email_addresses(meta)
+                .iter()
+                .any(|e| eq(crate::address::strip_smtp_prefix(e)))
+        }) {
             return Some(RecipientRef::MailUser(i as u32));
         }
         self.contacts

@@ -177,7 +177,14 @@ impl Resolver<'_> {
     }
 
     /// An SMTP address (as written, `text` being what is reported if unreadable).
-    fn address(&self, raw: &str, text: &str, via: &[TruthHop], seen: &mut HashSet<u32>, out: &mut Found) {
+    fn address(
+        &self,
+        raw: &str,
+        text: &str,
+        via: &[TruthHop],
+        seen: &mut HashSet<u32>,
+        out: &mut Found,
+    ) {
         let Some(n) = normalize_address(raw) else {
             out.unreadable(text, via);
             return;
@@ -190,7 +197,13 @@ impl Resolver<'_> {
     }
 
     /// Where mail to recipient `r`, reached through `via`, goes.
-    fn recipient(&self, r: RecipientRef, via: &[TruthHop], seen: &mut HashSet<u32>, out: &mut Found) {
+    fn recipient(
+        &self,
+        r: RecipientRef,
+        via: &[TruthHop],
+        seen: &mut HashSet<u32>,
+        out: &mut Found,
+    ) {
         match r {
             RecipientRef::Mailbox(_) => {}
             RecipientRef::Contact(i) | RecipientRef::MailUser(i) => {
@@ -260,7 +273,9 @@ impl Resolver<'_> {
                 let wire = self.st.target_wire(t);
                 self.address(address, &wire, &[], &mut HashSet::new(), out)
             }
-            Target::Recipient(RecipientRef::Gone(_)) => out.unreadable(&self.st.target_wire(t), &[]),
+            Target::Recipient(RecipientRef::Gone(_)) => {
+                out.unreadable(&self.st.target_wire(t), &[])
+            }
             Target::Recipient(r) => self.recipient(*r, &[], &mut HashSet::new(), out),
         }
     }
@@ -301,7 +316,13 @@ pub(crate) fn tenant_truth(meta: &TenantMeta, st: &TenantState, out: &mut Vec<Tr
         if let Some(raw) = mb.forwarding_smtp.as_deref() {
             let mut found = Found::default();
             // Exchange stores `smtp:x@y`; an unreadable one is reported as stored.
-            resolver.address(strip_smtp_prefix(raw), raw, &[], &mut HashSet::new(), &mut found);
+            resolver.address(
+                strip_smtp_prefix(raw),
+                raw,
+                &[],
+                &mut HashSet::new(),
+                &mut found,
+            );
             if !found.is_empty() {
                 out.push(TruthEntry {
                     keeps_copy: Some(mb.deliver_and_forward),

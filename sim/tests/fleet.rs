@@ -121,9 +121,10 @@ async fn scan() -> Snapshot {
                     "Get-UnifiedGroupLinks",
                     json!({"Identity": g["Guid"], "LinkType": "Members"}),
                 ),
-                Some(k) if k.ends_with("Group") => {
-                    ("Get-DistributionGroupMember", json!({"Identity": g["Guid"]}))
-                }
+                Some(k) if k.ends_with("Group") => (
+                    "Get-DistributionGroupMember",
+                    json!({"Identity": g["Guid"]}),
+                ),
                 _ => continue,
             };
             let rows = get(cmdlet, params).await;
@@ -210,7 +211,8 @@ fn readable(addr: &str) -> Option<String> {
     let d = domain_of(&n);
     (!d.is_empty()
         && !n.starts_with('@')
-        && d.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'))
+        && d.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'))
     .then_some(n)
 }
 
@@ -239,7 +241,10 @@ fn hop(r: &Value) -> (String, String) {
     let primary = r["PrimarySmtpAddress"].as_str().unwrap_or_default();
     (
         readable(primary).unwrap_or_else(|| primary.to_string()),
-        r["RecipientTypeDetails"].as_str().unwrap_or_default().to_string(),
+        r["RecipientTypeDetails"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
@@ -301,7 +306,13 @@ impl Wire<'_> {
         }
     }
 
-    fn recipient(&self, r: &Value, via: &[(String, String)], seen: &mut BTreeSet<String>, out: &mut Vec<Res>) {
+    fn recipient(
+        &self,
+        r: &Value,
+        via: &[(String, String)],
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<Res>,
+    ) {
         let kind = r["RecipientTypeDetails"].as_str().unwrap_or_default();
         let mut via = via.to_vec();
         if kind == "GroupMailbox" || kind.ends_with("Group") {
@@ -314,7 +325,10 @@ impl Wire<'_> {
                 self.recipient(m, &via, seen, out);
             }
         } else if kind.ends_with("Mailbox") {
-            let a = r["PrimarySmtpAddress"].as_str().unwrap_or_default().to_string();
+            let a = r["PrimarySmtpAddress"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             out.push(Res {
                 normalised: readable(&a).unwrap_or_else(|| a.clone()),
                 address: a,
@@ -324,7 +338,8 @@ impl Wire<'_> {
             });
         } else {
             via.push(hop(r));
-            let ext = strip_smtp(r["ExternalEmailAddress"].as_str().unwrap_or_default()).to_string();
+            let ext =
+                strip_smtp(r["ExternalEmailAddress"].as_str().unwrap_or_default()).to_string();
             match readable(&ext) {
                 None => out.push(Res {
                     normalised: ext.clone(),
@@ -420,7 +435,8 @@ fn forwards() -> &'static Vec<Fwd> {
                 if let Some(f) = m["ForwardingSmtpAddress"].as_str() {
                     let mut res = Vec::new();
                     wire.smtp(strip_smtp(f), f, &mut res);
-                    let recipient = readable(strip_smtp(f)).and_then(|n| wire.by_address(&n).cloned());
+                    let recipient =
+                        readable(strip_smtp(f)).and_then(|n| wire.by_address(&n).cloned());
                     push(
                         mb.clone(),
                         Signal::ForwardingSmtpAddress,
@@ -466,7 +482,11 @@ fn forwards() -> &'static Vec<Fwd> {
                         .flatten()
                         .filter_map(Value::as_str)
                     {
-                        let open = raw.find(" [").map(|i| i + 1).or_else(|| raw.find('[')).expect("[");
+                        let open = raw
+                            .find(" [")
+                            .map(|i| i + 1)
+                            .or_else(|| raw.find('['))
+                            .expect("[");
                         let close = raw.rfind(']').expect("]");
                         let (kind, value) =
                             raw[open + 1..close].split_once(':').expect("TYPE:value");
@@ -565,17 +585,28 @@ fn forwards() -> &'static Vec<Fwd> {
                 }
                 let via: Vec<(String, String)> = routing
                     .iter()
-                    .map(|r| (r["Guid"].as_str().unwrap_or_default().to_string(), "TransportRule".to_string()))
+                    .map(|r| {
+                        (
+                            r["Guid"].as_str().unwrap_or_default().to_string(),
+                            "TransportRule".to_string(),
+                        )
+                    })
                     .collect();
                 let (exact, _) = internal_domains(t);
-                for host in row["SmartHosts"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                for host in row["SmartHosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
                     let bare = host.trim_start_matches('[').trim_end_matches(']');
                     let (name_or_ip, owned) = if bare.parse::<std::net::IpAddr>().is_ok() {
                         (bare.to_string(), false)
                     } else {
                         let h = a_label(bare).expect("host");
                         let owned = exact.iter().any(|d| {
-                            !d.ends_with("onmicrosoft.com") && (h == *d || h.ends_with(&format!(".{d}")))
+                            !d.ends_with("onmicrosoft.com")
+                                && (h == *d || h.ends_with(&format!(".{d}")))
                         });
                         (h, owned)
                     };
@@ -637,48 +668,52 @@ fn truth_equals_what_a_correct_scan_derives_from_the_wire() {
     let mut expected: Vec<Key> = groups
         .into_iter()
         .filter(|(_, (targets, ..))| !targets.is_empty())
-        .map(|((ti, mailbox, signal, rule_id), (targets, row, unreadable, paths))| {
-            let t = &snap.tenants[ti];
-            let (enabled, hidden) = match signal {
-                Signal::InboxRule => {
-                    let visible = t.visible.contains(&(
-                        mailbox.clone().unwrap_or_default(),
-                        rule_id.clone().unwrap_or_default(),
-                    ));
-                    (row["Enabled"] == true, !visible)
-                }
-                Signal::TransportRule => {
-                    (row["State"] == "Enabled" && row["Mode"] == "Enforce", false)
-                }
-                Signal::JournalRule => (row["Enabled"] == true, false),
-                Signal::OutboundConnector => {
-                    let routed_active = t.transport.iter().any(|r| {
-                        r["RouteMessageOutboundConnector"]
-                            .as_str()
-                            .is_some_and(|c| c.eq_ignore_ascii_case(row["Name"].as_str().unwrap_or_default()))
-                            && r["State"] == "Enabled"
-                            && r["Mode"] == "Enforce"
-                    });
-                    (
-                        row["Enabled"] == true
-                            && (row["IsTransportRuleScoped"] != true || routed_active),
-                        false,
-                    )
-                }
-                _ => (true, false),
-            };
-            (
-                t.info.tenant_id.clone(),
-                mailbox,
-                signal,
-                rule_id,
-                targets.into_iter().collect(),
-                enabled,
-                hidden,
-                unreadable,
-                paths.into_iter().collect(),
-            )
-        })
+        .map(
+            |((ti, mailbox, signal, rule_id), (targets, row, unreadable, paths))| {
+                let t = &snap.tenants[ti];
+                let (enabled, hidden) = match signal {
+                    Signal::InboxRule => {
+                        let visible = t.visible.contains(&(
+                            mailbox.clone().unwrap_or_default(),
+                            rule_id.clone().unwrap_or_default(),
+                        ));
+                        (row["Enabled"] == true, !visible)
+                    }
+                    Signal::TransportRule => {
+                        (row["State"] == "Enabled" && row["Mode"] == "Enforce", false)
+                    }
+                    Signal::JournalRule => (row["Enabled"] == true, false),
+                    Signal::OutboundConnector => {
+                        let routed_active = t.transport.iter().any(|r| {
+                            r["RouteMessageOutboundConnector"]
+                                .as_str()
+                                .is_some_and(|c| {
+                                    c.eq_ignore_ascii_case(row["Name"].as_str().unwrap_or_default())
+                                })
+                                && r["State"] == "Enabled"
+                                && r["Mode"] == "Enforce"
+                        });
+                        (
+                            row["Enabled"] == true
+                                && (row["IsTransportRuleScoped"] != true || routed_active),
+                            false,
+                        )
+                    }
+                    _ => (true, false),
+                };
+                (
+                    t.info.tenant_id.clone(),
+                    mailbox,
+                    signal,
+                    rule_id,
+                    targets.into_iter().collect(),
+                    enabled,
+                    hidden,
+                    unreadable,
+                    paths.into_iter().collect(),
+                )
+            },
+        )
         .collect();
     expected.sort();
     let mut actual: Vec<Key> = snap
@@ -1313,7 +1348,12 @@ fn ingredient_groups_nested_with_a_cycle_and_internal_ones() {
         && kinds(f).get(1) == Some(&"MailContact")));
     assert!(
         any(|f| f.external
-            && kinds(f) == vec!["GroupMailbox", "MailUniversalDistributionGroup", "GuestMailUser"]),
+            && kinds(f)
+                == vec![
+                    "GroupMailbox",
+                    "MailUniversalDistributionGroup",
+                    "GuestMailUser"
+                ]),
         "a Microsoft 365 group nesting a group with a guest"
     );
     assert!(
@@ -1323,14 +1363,23 @@ fn ingredient_groups_nested_with_a_cycle_and_internal_ones() {
             && kinds(f) == vec!["MailUniversalDistributionGroup"]),
         "a group of colleagues only is internal"
     );
-    assert!(any(|f| f.signal == Signal::TransportRule && f.external && !f.via.is_empty()));
-    assert!(any(|f| f.signal == Signal::ForwardingAddress && f.external && !f.via.is_empty()
+    assert!(any(|f| f.signal == Signal::TransportRule
+        && f.external
+        && !f.via.is_empty()));
+    assert!(any(|f| f.signal == Signal::ForwardingAddress
+        && f.external
+        && !f.via.is_empty()
         && kinds(f)[0] == "GroupMailbox"));
 }
 
 #[test]
 fn ingredient_unreadable_targets_on_every_signal() {
-    let unreadable = |signal: Signal| snapshot().truth.iter().any(|e| e.signal == signal && e.unreadable);
+    let unreadable = |signal: Signal| {
+        snapshot()
+            .truth
+            .iter()
+            .any(|e| e.signal == signal && e.unreadable)
+    };
     for signal in [
         Signal::ForwardingSmtpAddress,
         Signal::ForwardingAddress,
@@ -1345,10 +1394,22 @@ fn ingredient_unreadable_targets_on_every_signal() {
         .filter(|e| e.unreadable)
         .flat_map(|e| &e.targets)
         .collect();
-    assert!(targets.iter().any(|t| t.contains("xn--a.attacker.example")), "IDNA-invalid");
-    assert!(targets.iter().any(|t| t.contains("[203.0.113.5]")), "address literal");
-    assert!(targets.iter().any(|t| t.contains("(Former partner)")), "a deleted recipient");
-    assert!(targets.iter().any(|t| t.contains("198.51.100.7")), "a contact whose address does not parse");
+    assert!(
+        targets.iter().any(|t| t.contains("xn--a.attacker.example")),
+        "IDNA-invalid"
+    );
+    assert!(
+        targets.iter().any(|t| t.contains("[203.0.113.5]")),
+        "address literal"
+    );
+    assert!(
+        targets.iter().any(|t| t.contains("(Former partner)")),
+        "a deleted recipient"
+    );
+    assert!(
+        targets.iter().any(|t| t.contains("198.51.100.7")),
+        "a contact whose address does not parse"
+    );
 }
 
 #[test]
@@ -1360,7 +1421,11 @@ fn ingredient_journal_rules() {
         .collect();
     assert!(j.iter().any(|e| e.enabled && e.paths.is_empty()));
     assert!(j.iter().any(|e| !e.enabled));
-    assert!(j.iter().any(|e| e.paths.iter().any(|p| p.via[0].kind == "MailContact")), "to a contact by name");
+    assert!(
+        j.iter()
+            .any(|e| e.paths.iter().any(|p| p.via[0].kind == "MailContact")),
+        "to a contact by name"
+    );
     assert!(
         any(|f| f.signal == Signal::JournalRule && !f.external),
         "journaling inside is no forward"
@@ -1391,15 +1456,26 @@ fn ingredient_outbound_connectors() {
         .filter(|e| e.signal == Signal::OutboundConnector)
         .collect();
     assert!(
-        c.iter().any(|e| e.paths.iter().any(|p| p.via[0].kind == "TransportRule")),
+        c.iter()
+            .any(|e| e.paths.iter().any(|p| p.via[0].kind == "TransportRule")),
         "a connector a transport rule routes to"
     );
     assert!(
-        c.iter().any(|e| e.paths.is_empty() && e.targets.iter().any(|t| t.parse::<std::net::IpAddr>().is_ok())),
+        c.iter().any(|e| e.paths.is_empty()
+            && e.targets
+                .iter()
+                .any(|t| t.parse::<std::net::IpAddr>().is_ok())),
         "a connector for all mail to an IP"
     );
-    assert!(any(|f| f.signal == Signal::OutboundConnector && !f.external), "an owned smart host");
-    let all: Vec<&Value> = snapshot().tenants.iter().flat_map(|t| &t.connectors).collect();
+    assert!(
+        any(|f| f.signal == Signal::OutboundConnector && !f.external),
+        "an owned smart host"
+    );
+    let all: Vec<&Value> = snapshot()
+        .tenants
+        .iter()
+        .flat_map(|t| &t.connectors)
+        .collect();
     assert!(
         all.iter().any(|r| r["IsTransportRuleScoped"] == true
             && !c.iter().any(|e| e.rule_id.as_deref() == r["Guid"].as_str())),

@@ -342,9 +342,11 @@ async fn signed_links_show_on_get_and_act_once_on_post() {
     .await;
 }
 
-/// A forward whose target changed between detection and decision is not touched.
+/// An attacker who changes the forward after the alert (another case, another
+/// target) cannot make removal impossible: the forward is found by its identity,
+/// removed, and the result says what changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remove_refuses_a_forward_that_changed_since_detection() {
+async fn remove_acts_on_a_forward_the_attacker_changed_and_says_what_changed() {
     with_app(clean, async |app: &TestApp| {
         let tenant = &app.tenants()[0];
         let mailbox = app.mailboxes(tenant).await[1].clone();
@@ -352,7 +354,7 @@ async fn remove_refuses_a_forward_that_changed_since_detection() {
         let detected = claims(CommandAction::Remove, tenant, &mailbox, Signal::ForwardingSmtpAddress, COLLECTOR, None, "teams");
         // The attacker moves the forward to another collector after the alert.
         app.unplant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox})).await;
-        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": ["second@evil.example"]})).await;
+        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": ["Second@evil.example"]})).await;
 
         let url = format!("{}/act/{}", app.base, app.token(&detected));
         let page = app.http.post(&url).form(&[("confirm", "remove")]).send().await.expect("post");
@@ -360,12 +362,103 @@ async fn remove_refuses_a_forward_that_changed_since_detection() {
         let html = page.text().await.expect("html");
         assert!(html.contains("changed since detection"), "{html}");
         let result = app.result(&format!("link-{}", detected.nonce)).await;
+        assert_eq!(result.outcome, CommandOutcome::Verified, "{}", result.detail);
+        assert!(
+            result.detail.contains(COLLECTOR) && result.detail.contains("Second@evil.example"),
+            "old and new targets: {}",
+            result.detail
+        );
+        let now_fingerprint = fingerprint(tenant, Some(&mailbox), Signal::ForwardingSmtpAddress, None, &["Second@evil.example".to_owned()]);
+        assert_eq!(result.removed_fingerprints, vec![now_fingerprint]);
+        assert!(app.truth_of(tenant, &mailbox, Signal::ForwardingSmtpAddress).await.is_empty(), "removed");
+        assert_eq!(set_mailbox_calls(app).await, 1);
+    })
+    .await;
+}
+
+/// A forward that is gone (or no longer sends mail outside) is refused, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_refuses_a_forward_that_is_gone() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let mailbox = app.mailboxes(tenant).await[1].clone();
+        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": [COLLECTOR]})).await;
+        let detected = claims(CommandAction::Remove, tenant, &mailbox, Signal::ForwardingSmtpAddress, COLLECTOR, None, "teams");
+        // Now forwarding to a colleague: no longer outside.
+        let colleague = app.mailboxes(tenant).await[2].clone();
+        app.unplant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox})).await;
+        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": [colleague]})).await;
+        let url = format!("{}/act/{}", app.base, app.token(&detected));
+        let page = app.http.post(&url).form(&[("confirm", "remove")]).send().await.expect("post");
+        assert_eq!(page.status(), 200);
+        let result = app.result(&format!("link-{}", detected.nonce)).await;
         assert_eq!(result.outcome, CommandOutcome::Refused);
-        assert!(result.detail.contains("second@evil.example"), "names what is there now: {}", result.detail);
-        let now = app.truth_of(tenant, &mailbox, Signal::ForwardingSmtpAddress).await;
-        assert_eq!(now.len(), 1);
-        assert_eq!(now[0]["targets"], json!(["second@evil.example"]), "nothing changed");
-        assert_eq!(set_mailbox_calls(app).await, 0);
+        assert!(result.detail.contains("no longer sends mail outside"), "{}", result.detail);
+        assert_eq!(set_mailbox_calls(app).await, 0, "nothing was changed");
+    })
+    .await;
+}
+
+/// A decoy transport rule named after the real rule's Guid, listed first, must not
+/// absorb the removal and let it report "verified": rules are found, disabled and
+/// verified by Guid only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_rules_are_acted_on_by_guid_and_a_decoy_never_absorbs_it() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let real = app.plant(json!({"tenant_id": tenant, "signal": "transport_rule", "targets": ["bcc@evil.example"], "rule_name": "Copy finance"})).await;
+        let guid = real["rule_id"].as_str().expect("guid").to_owned();
+        app.plant(json!({"tenant_id": tenant, "signal": "transport_rule", "targets": ["decoy@evil.example"], "rule_name": guid, "enabled": false, "first": true})).await;
+        let mut command = Command::example();
+        command.command_id = uuid::Uuid::new_v4().to_string();
+        command.action = CommandAction::Remove;
+        command.issued_by = Issuer { channel: Channel::Bot, user_id: "teams-bot".into(), name: "Dana via Teams".into() };
+        command.tenant_id = tenant.clone();
+        command.mailbox = None;
+        command.signal = Some(Signal::TransportRule);
+        command.target = None;
+        command.rule_id = Some(guid.clone());
+        command.fingerprint = fingerprint(tenant, None, Signal::TransportRule, Some(&guid), &["bcc@evil.example".to_owned()]);
+        command.expires_at = None;
+        app.bus.publish(outgoing(&app.topology.commands_exchange(), ROUTE_COMMAND, &command)).await.expect("publish");
+        let result = app.result(&command.command_id).await;
+        assert_eq!(result.outcome, CommandOutcome::Verified, "{}", result.detail);
+        let truth = app.truth(tenant).await;
+        let real_now = truth.iter().find(|e| e["rule_id"] == json!(guid)).expect("the real rule is kept");
+        assert_eq!(real_now["enabled"], json!(false), "the real rule was disabled");
+        assert_eq!(result.before.as_ref().expect("before")["Guid"], json!(guid), "evidence of the real rule");
+    })
+    .await;
+}
+
+/// Journal rules and outbound connectors are removed (disabled) by Guid and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_rules_and_connectors_are_disabled_and_verified() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let journal = app.plant(json!({"tenant_id": tenant, "signal": "journal_rule", "targets": ["journal@evil.example"]})).await;
+        let connector = app.plant(json!({"tenant_id": tenant, "signal": "outbound_connector", "targets": ["smtp.evil.example"]})).await;
+        for (entry, signal, target) in [
+            (&journal, Signal::JournalRule, "journal@evil.example"),
+            (&connector, Signal::OutboundConnector, "smtp.evil.example"),
+        ] {
+            let guid = entry["rule_id"].as_str().expect("guid").to_owned();
+            let mut command = Command::example();
+            command.command_id = uuid::Uuid::new_v4().to_string();
+            command.action = CommandAction::Remove;
+            command.tenant_id = tenant.clone();
+            command.mailbox = None;
+            command.signal = Some(signal);
+            command.target = None;
+            command.rule_id = Some(guid.clone());
+            command.fingerprint = fingerprint(tenant, None, signal, Some(&guid), &[target.to_owned()]);
+            command.expires_at = None;
+            app.bus.publish(outgoing(&app.topology.commands_exchange(), ROUTE_COMMAND, &command)).await.expect("publish");
+            let result = app.result(&command.command_id).await;
+            assert_eq!(result.outcome, CommandOutcome::Verified, "{signal}: {}", result.detail);
+            let now = app.truth(tenant).await.into_iter().find(|e| e["rule_id"] == json!(guid)).expect("kept as evidence");
+            assert_eq!(now["enabled"], json!(false), "{signal} disabled");
+        }
     })
     .await;
 }

@@ -32,9 +32,9 @@ use fwdwatch_shared::bus::{Bus, ROUTE_JOB, RabbitBus, Topology, outgoing};
 use fwdwatch_shared::config::{EnumeratorSettings, Settings};
 use fwdwatch_shared::contracts::{Relationship, ScanJob, TenantRef};
 use fwdwatch_shared::m365::{M365Client, M365Error};
+use fwdwatch_shared::shutdown::CancellationToken;
 use fwdwatch_shared::store::{Keys, Store};
 use serde::{Deserialize, Serialize};
-use fwdwatch_shared::shutdown::CancellationToken;
 use tracing::Instrument;
 
 /// How hard one run tries to list the tenants before it is reported as failed
@@ -288,9 +288,10 @@ async fn with_unlisted(
             }),
         });
     }
-    for l in listed.iter().filter(|l| {
-        l.relationship.as_ref().is_none_or(|r| r.listed)
-    }) {
+    for l in listed
+        .iter()
+        .filter(|l| l.relationship.as_ref().is_none_or(|r| r.listed))
+    {
         let record = Known {
             display_name: l.tenant.display_name.clone(),
             default_domain: l.tenant.default_domain.clone(),
@@ -300,7 +301,10 @@ async fn with_unlisted(
         let Ok(json) = serde_json::to_string(&record) else {
             continue;
         };
-        if let Err(error) = store.hash_set(&key, &l.tenant.id.to_lowercase(), &json).await {
+        if let Err(error) = store
+            .hash_set(&key, &l.tenant.id.to_lowercase(), &json)
+            .await
+        {
             tracing::warn!(%error, "Could not remember a listed tenant.");
             break;
         }

@@ -280,8 +280,20 @@ mod tests {
             assert_eq!(q.delivery_limit, 7);
             assert_eq!(q.dead_letter_exchange, "ns.dead");
             assert_eq!(q.dead_queue(), format!("{}.dead", q.name));
-            assert_eq!(q.bindings.len(), 1);
+            assert!(!q.bindings.is_empty());
         }
+        let notifier = t
+            .queues()
+            .into_iter()
+            .find(|q| q.name == t.notifier_findings_queue())
+            .expect("the notifier's queue");
+        assert!(
+            notifier
+                .bindings
+                .iter()
+                .any(|b| b.exchange == t.events_exchange() && b.routing_key == ROUTE_COMMAND_RESULT),
+            "verified removals reach the notifier"
+        );
     }
 
     #[test]

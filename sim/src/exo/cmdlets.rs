@@ -33,7 +33,10 @@ pub(crate) const CMDLETS: &[(&str, &str)] = &[
     ),
     ("Get-RemoteDomain", "exo:Get-RemoteDomain"),
     ("Set-Mailbox", "exo:Set-Mailbox"),
-    ("Get-DistributionGroupMember", "exo:Get-DistributionGroupMember"),
+    (
+        "Get-DistributionGroupMember",
+        "exo:Get-DistributionGroupMember",
+    ),
     ("Get-UnifiedGroupLinks", "exo:Get-UnifiedGroupLinks"),
     ("Get-JournalRule", "exo:Get-JournalRule"),
     ("Disable-JournalRule", "exo:Disable-JournalRule"),
@@ -175,9 +178,7 @@ fn get_recipient(meta: &TenantMeta, st: &TenantState, p: &Params<'_>) -> Out {
         let r = st
             .find_recipient(meta, &id)
             .ok_or_else(|| not_found(&id, &meta.server))?;
-        vec![
-            recipient_row(meta, st, r).ok_or_else(|| not_found(&id, &meta.server))?,
-        ]
+        vec![recipient_row(meta, st, r).ok_or_else(|| not_found(&id, &meta.server))?]
     } else {
         st.mailboxes
             .iter()
@@ -215,9 +216,10 @@ fn get_group_members(meta: &TenantMeta, st: &TenantState, p: &Params<'_>, unifie
         p.check(&["Identity", "LinkType", "ResultSize"])?;
         match p.string("LinkType")? {
             Some(t) if t.eq_ignore_ascii_case("Members") => {}
-            Some(t) if ["Owners", "Subscribers", "Aggregators", "EventSubscribers"]
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(&t)) =>
+            Some(t)
+                if ["Owners", "Subscribers", "Aggregators", "EventSubscribers"]
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&t)) =>
             {
                 return Ok(Outcome::Rows(Vec::new(), p.result_size()?));
             }
@@ -266,12 +268,19 @@ fn get_journal_rule(meta: &TenantMeta, st: &TenantState, p: &Params<'_>) -> Out 
     Ok(Outcome::Rows(rows, ResultSize::Unlimited))
 }
 
-/// Journal rules and connectors are found by Name or by Guid, as Exchange does.
-fn find_named_guid<T>(list: &[T], key: &str, name: impl Fn(&T) -> &str, guid: impl Fn(&T) -> u128) -> Option<usize> {
+/// Journal rules and connectors are found by Guid (a value in GUID form) or by
+/// Name, as Exchange does.
+fn find_named_guid<T>(
+    list: &[T],
+    key: &str,
+    name: impl Fn(&T) -> &str,
+    guid: impl Fn(&T) -> u128,
+) -> Option<usize> {
     let key = key.trim();
-    list.iter().position(|t| {
-        name(t).eq_ignore_ascii_case(key) || crate::names::guid_str(guid(t)).eq_ignore_ascii_case(key)
-    })
+    if let Ok(id) = uuid::Uuid::parse_str(key) {
+        return list.iter().position(|t| guid(t) == id.as_u128());
+    }
+    list.iter().position(|t| name(t).eq_ignore_ascii_case(key))
 }
 
 fn disable_journal_rule(meta: &TenantMeta, st: &mut TenantState, p: &Params<'_>) -> Out {
@@ -488,11 +497,19 @@ fn change_inbox_rule(meta: &TenantMeta, st: &mut TenantState, p: &Params<'_>, re
     Ok(Outcome::Done(Vec::new()))
 }
 
+/// Exchange's -Identity of a rule: a value in GUID form is a Guid lookup (a rule
+/// merely *named* like a GUID does not answer to it); anything else is a name.
 fn find_transport_rule(st: &TenantState, key: &str) -> Option<usize> {
-    st.transport_rules.iter().position(|r| {
-        r.name.eq_ignore_ascii_case(key.trim())
-            || crate::names::guid_str(r.guid).eq_ignore_ascii_case(key.trim())
-    })
+    let key = key.trim();
+    if let Ok(id) = uuid::Uuid::parse_str(key) {
+        return st
+            .transport_rules
+            .iter()
+            .position(|r| r.guid == id.as_u128());
+    }
+    st.transport_rules
+        .iter()
+        .position(|r| r.name.eq_ignore_ascii_case(key))
 }
 
 fn get_transport_rule(st: &TenantState, p: &Params<'_>) -> Out {

@@ -104,14 +104,20 @@ fn identity_from_command(command: &Command, signal: Signal, mailbox: Option<&str
     }
 }
 
-/// What changed between the detected forward and the one found now.
-fn changes(detected: &Detection, now: &Detection) -> Option<String> {
-    if detected.fingerprint == now.fingerprint || detected.targets.is_empty() {
+/// What changed between the forward as detected (the stored detection, or the
+/// target the command names) and the one found now.
+fn changes(detected: Option<&Detection>, command: &Command, now: &Detection) -> Option<String> {
+    let before: Vec<String> = match detected {
+        Some(d) if d.fingerprint == now.fingerprint => return None,
+        Some(d) => d.targets.clone(),
+        None => command.target.iter().cloned().collect(),
+    };
+    if before.is_empty() || before == now.targets {
         return None;
     }
     Some(format!(
         "changed since detection: targets were {}, now {}",
-        detected.targets.join(", "),
+        before.join(", "),
         now.targets.join(", ")
     ))
 }
@@ -199,8 +205,7 @@ pub(crate) async fn remove(executor: &Executor, command: &Command) -> Result<Rep
     let Some(current) = current else {
         return Ok(gone_already(&before, &signals).about(mailbox, command.target.clone()));
     };
-    let detected = stored.clone().unwrap_or_else(|| current.clone());
-    let change_note = changes(&detected, &current);
+    let change_note = changes(stored.as_ref(), command, &current);
     let targets = current.targets.join(", ");
     let mailbox_address = current.mailbox_address().to_owned();
     let before_evidence = verify::evidence(&before, &current);
