@@ -115,6 +115,11 @@ struct AccessRequest {
     relationship: Option<String>,
     /// The active relationships end this many days from now.
     relationship_ends_in_days: Option<i64>,
+    /// The default outbound spam policy's `AutoForwardingMode` (`On`, `Off`, `Automatic`).
+    default_auto_forwarding: Option<String>,
+    /// Adds a policy allowing external forwarding, scoped by a rule to the members
+    /// of this group (`FromMemberOf`).
+    allow_forwarding_for_group: Option<String>,
 }
 
 pub(crate) async fn access(
@@ -154,6 +159,42 @@ pub(crate) async fn access(
             }
         },
     };
+    let mode = match req.default_auto_forwarding.as_deref() {
+        None => None,
+        Some(m) if m.eq_ignore_ascii_case("on") => Some(crate::model::AutoForwardingMode::On),
+        Some(m) if m.eq_ignore_ascii_case("off") => Some(crate::model::AutoForwardingMode::Off),
+        Some(m) if m.eq_ignore_ascii_case("automatic") => {
+            Some(crate::model::AutoForwardingMode::Automatic)
+        }
+        Some(m) => {
+            return error(StatusCode::BAD_REQUEST, format!("unknown mode '{m}'")).into_response();
+        }
+    };
+    if mode.is_some() || req.allow_forwarding_for_group.is_some() {
+        let mut st = sim.fleet.state(t);
+        if let Some(mode) = mode
+            && let Some(p) = st.outbound_policies.iter_mut().find(|p| p.is_default)
+        {
+            p.mode = mode;
+        }
+        if let Some(group) = &req.allow_forwarding_for_group {
+            let name = format!("Allow forwarding for {group}");
+            st.outbound_policies.push(crate::model::OutboundPolicy {
+                name: name.clone().into(),
+                is_default: false,
+                mode: crate::model::AutoForwardingMode::On,
+            });
+            st.outbound_rules.push(crate::model::OutboundRule {
+                name: name.clone().into(),
+                policy: name.into(),
+                from: Vec::new(),
+                from_member_of: vec![group.clone()],
+                sender_domain_is: Vec::new(),
+                except_if_from: Vec::new(),
+                enabled: true,
+            });
+        }
+    }
     sim.fleet.set_access(t, |a| {
         if let Some(c) = req.consent {
             a.consent_revoked = !c;
@@ -307,13 +348,23 @@ fn plant_recipient_inner(
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("planted-group-{n}"));
+            let base = name.to_lowercase().replace(' ', "-");
+            let taken = |a: &str| {
+                st.groups.iter().any(|g| g.alias.eq_ignore_ascii_case(a))
+                    || st.mailboxes.iter().any(|m| m.alias.eq_ignore_ascii_case(a))
+            };
+            let alias = if taken(&base) {
+                format!("{base}-{n}")
+            } else {
+                base
+            };
             st.groups.push(crate::model::Group {
                 kind: if req.kind == "m365_group" {
                     crate::model::GroupKind::Unified
                 } else {
                     crate::model::GroupKind::Distribution
                 },
-                alias: name.to_lowercase().replace(' ', "-").into(),
+                alias: alias.into(),
                 name: name.into(),
                 guid: uid,
                 object_id: uid.rotate_left(64),

@@ -282,15 +282,24 @@ impl Directory {
     /// `Guid` or `Identity`) is not added twice.
     pub fn add_typed(&mut self, rows: Vec<RecipientRow>) -> Vec<Option<usize>> {
         let mut out = Vec::with_capacity(rows.len());
+        // Guid → recipient, for recognising objects already known (member rows):
+        // built once per call, not once per row.
+        let mut guids: HashMap<String, usize> = if self.recipients.is_empty() {
+            HashMap::new()
+        } else {
+            self.index(2).clone()
+        };
         for mut row in rows {
             let Some(r) = Recipient::from_typed(&row) else {
                 out.push(None);
                 continue;
             };
-            let known = [row.guid.text(), row.identity.text()]
-                .into_iter()
-                .flatten()
-                .find_map(|id| self.find_exact(id));
+            // The same object listed again (a group member already in the listing):
+            // matched by Guid, which is unique; by Identity only when there is no Guid.
+            let known = match row.guid.text() {
+                Some(guid) => guids.get(&key(guid)).copied(),
+                None => row.identity.text().and_then(|id| self.find_exact(id, 0)),
+            };
             if let Some(i) = known {
                 out.push(Some(i));
                 continue;
@@ -303,6 +312,9 @@ impl Directory {
             if let Some(p) = &r.primary_smtp {
                 addresses.push(p.clone());
             }
+            if let Some(guid) = row.guid.text() {
+                guids.insert(key(guid), self.recipients.len());
+            }
             out.push(Some(self.recipients.len()));
             self.recipients.push(r);
             self.identities.push(take_keys(&mut row));
@@ -314,15 +326,13 @@ impl Directory {
         out
     }
 
-    /// A recipient whose `Guid` or `Identity` is exactly `id` (no index needed for
-    /// the few member rows of a group).
-    fn find_exact(&self, id: &str) -> Option<usize> {
+    /// A recipient whose key field `field` (see [`KEY_FIELDS`]) is exactly `id`
+    /// (no index needed for the few member rows of a group).
+    fn find_exact(&self, id: &str, field: usize) -> Option<usize> {
         let k = key(id);
-        [0usize, 2].into_iter().find_map(|f| {
-            self.identities
-                .iter()
-                .position(|keys| keys[f].as_deref().is_some_and(|v| key(v) == k))
-        })
+        self.identities
+            .iter()
+            .position(|keys| keys[field].as_deref().is_some_and(|v| key(v) == k))
     }
 
     fn index(&self, field: usize) -> &HashMap<String, usize> {

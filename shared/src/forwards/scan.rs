@@ -566,8 +566,13 @@ pub async fn scan_tenant_with(
             .await;
         // With no Exchange role every cmdlet is refused alike: that is an access
         // problem, said once, not nine failed checks.
+        // (A token cached before consent was revoked fails the same way, through
+        // the refresh the client then attempts.)
         if let Some(Err(first)) = results.first()
-            && matches!(first.kind, ErrorKind::Forbidden | ErrorKind::Unauthorized)
+            && matches!(
+                first.kind,
+                ErrorKind::Forbidden | ErrorKind::Unauthorized | ErrorKind::ConsentMissing
+            )
             && results
                 .iter()
                 .all(|r| r.as_ref().is_err_and(|e| e.kind == first.kind))
@@ -713,7 +718,14 @@ pub async fn scan_tenant_with(
                         }
                         reads.rules_by_mailbox.push((i, listing.rows));
                     }
+                    // Throttled, garbled or empty: worth another attempt (the whole
+                    // job is retried), and named on the summary meanwhile.
                     Err(e) if e.kind.is_transient() => {
+                        checks.missing(
+                            Check::InboxRules,
+                            Some(address),
+                            format!("Get-InboxRule answered {}: {}", e.kind_label(), e.message),
+                        );
                         rules_failure.get_or_insert(e);
                     }
                     // NotFound for a mailbox listed seconds earlier, or any other
