@@ -348,6 +348,16 @@ pub struct ActionerSettings {
     /// entry once `security.link_ttl` has passed since the rotation.
     #[serde(default, deserialize_with = "secret_list_or_csv")]
     pub previous_link_secrets: Vec<SecretString>,
+    /// How long an executing command's claim lives without its worker's heartbeat
+    /// (renewed every third of it while the worker is alive). A worker that died
+    /// mid-command (SIGKILL, OOM, deploy) leaves the command to be executed again
+    /// after this — re-reading first — rather than lost.
+    #[serde(default = "default_command_lease", with = "humantime_serde")]
+    pub command_lease: Duration,
+}
+
+fn default_command_lease() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// [`list_or_csv`] for secrets: each entry becomes a `SecretString` at once.

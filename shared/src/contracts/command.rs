@@ -69,17 +69,24 @@ pub struct Command {
     #[serde(rename = "type")]
     pub kind: CommandType,
     /// Always 1 for this version of the contract.
+    #[schemars(extend("const" = 1))]
     pub version: u32,
-    /// Unique per decision; a command id is executed at most once.
+    /// Unique per decision; a command id is executed at most once, and reusing it
+    /// for a different decision is refused.
+    #[schemars(length(min = 1))]
     pub command_id: String,
     pub action: CommandAction,
     pub issued_by: Issuer,
     pub issued_at: DateTime<Utc>,
+    #[schemars(length(min = 1))]
     pub tenant_id: String,
-    /// Primary SMTP address of the mailbox; absent for transport rules.
+    /// Primary SMTP address of the mailbox; absent for tenant-wide forwards.
     #[serde(default)]
     pub mailbox: Option<String>,
-    /// The detection's fingerprint: remove refuses when the forward no longer matches it.
+    /// The detection's fingerprint. Remove finds the forward by tenant, mailbox,
+    /// signal and rule id and acts on it even when it changed since detection
+    /// (saying what changed); approve approves exactly this forward.
+    #[schemars(length(min = 1))]
     pub fingerprint: String,
     /// Optional when the fingerprint is known to fwdwatch; needed for approvals otherwise.
     #[serde(default)]

@@ -196,6 +196,20 @@ impl Keys {
         self.key("command_claim", &[command_id])
     }
 
+    /// What the first command with this id asked for (string: a digest of its
+    /// decision fields), so a second command reusing the id for something else is
+    /// refused, not taken for a duplicate. Owner: actioner. TTL: as `command_claim`.
+    pub fn command_digest(&self, command_id: &str) -> String {
+        self.key("command_digest", &[command_id])
+    }
+
+    /// Refused attempts at the HTTP edge (stream, trimmed like `audit`): kept apart
+    /// so a flood of refused link POSTs cannot push executed decisions out of the
+    /// audit trail. Owner: actioner.
+    pub fn audit_refused(&self) -> String {
+        self.key("audit_refused", &[])
+    }
+
     /// The outcome of one command (string, `CommandResult` JSON), answered to a
     /// duplicate of the command instead of executing it again. Owner: actioner.
     /// TTL: as `command_claim`.
@@ -338,6 +352,8 @@ mod tests {
             keys.alert_outbox_due(),
             keys.tenant_coverage("t"),
             keys.known_tenants(),
+            keys.command_digest("c"),
+            keys.audit_refused(),
             keys.tenants(),
             keys.tenant_lock("t"),
             keys.alert_outbox_claim("a"),
