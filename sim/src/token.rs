@@ -448,7 +448,7 @@ fn issue(sim: &Sim, tenant_key: &str, org: Option<Org>, headers: &HeaderMap, bod
             "The request body must contain the following parameter: 'grant_type'.",
         );
     }
-    if grant != "client_credentials" && grant != "refresh_token" {
+    if grant != "client_credentials" && grant != "refresh_token" && grant != "authorization_code" {
         return aad_error(
             "unsupported_grant_type",
             70003,
@@ -531,6 +531,10 @@ fn issue(sim: &Sim, tenant_key: &str, org: Option<Org>, headers: &HeaderMap, bod
                 "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
             );
         }
+    }
+    if grant == "authorization_code" {
+        // A person signing in to the console (the MSP's own tenant): see `oidc`.
+        return crate::oidc::redeem(sim, org, client_id, body, headers);
     }
     let refresh = grant == "refresh_token";
     if refresh {

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use fwdwatch_shared::bus::{DeliveryInfo, HandleError, Handler};
 use fwdwatch_shared::contracts::{Detection, TenantSummary};
+use fwdwatch_shared::store::{Keys, Store, tenants};
 
 use crate::finding::Finding;
 use crate::lifecycle::{LifecycleError, Observed, Tracker, validate};
@@ -25,6 +26,15 @@ pub struct FindingsHandler {
     tracker: Arc<dyn Tracker>,
     dispatcher: Arc<Dispatcher>,
     stats: Arc<Stats>,
+    /// Where each tenant's latest summary is kept for the console (`store::tenants`).
+    coverage: Option<Coverage>,
+}
+
+/// Where [`FindingsHandler`] records each tenant's latest scan.
+struct Coverage {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    ttl: std::time::Duration,
 }
 
 impl FindingsHandler {
@@ -33,7 +43,22 @@ impl FindingsHandler {
             tracker,
             dispatcher,
             stats,
+            coverage: None,
         }
+    }
+
+    /// Also records every tenant's latest summary in `store` (`store::tenants`),
+    /// kept for `ttl` after the tenant's last scan: the console's Tenants page and
+    /// `fwdwatch up`'s summary read it.
+    #[must_use]
+    pub fn with_coverage(
+        mut self,
+        store: Arc<dyn Store>,
+        keys: Keys,
+        ttl: std::time::Duration,
+    ) -> Self {
+        self.coverage = Some(Coverage { store, keys, ttl });
+        self
     }
 
     async fn detection(&self, detection: Detection) -> Result<(), HandleError> {
@@ -94,6 +119,24 @@ impl FindingsHandler {
             .resolve(&summary, Utc::now())
             .await
             .map_err(retry)?;
+        if let Some(coverage) = &self.coverage {
+            // After resolving: a retry of this message resolves again (idempotent)
+            // and then records; recording first could show a scan as done whose
+            // resolutions were lost.
+            tenants::record(
+                coverage.store.as_ref(),
+                &coverage.keys,
+                &summary,
+                coverage.ttl,
+                Utc::now(),
+            )
+            .await
+            .map_err(|error| {
+                HandleError::Retry(
+                    anyhow::Error::new(error).context("recording the tenant's latest scan"),
+                )
+            })?;
+        }
         for alert in alerts {
             self.dispatcher.deliver(alert).await;
         }

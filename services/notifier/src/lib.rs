@@ -216,11 +216,11 @@ impl Notifier {
             background.clone(),
         ));
 
-        let handler = Arc::new(FindingsHandler::new(
-            tracker,
-            dispatcher.clone(),
-            self.stats.clone(),
-        ));
+        let handler =
+            Arc::new(
+                FindingsHandler::new(tracker, dispatcher.clone(), self.stats.clone())
+                    .with_coverage(self.store.clone(), keys.clone(), self.config.state_ttl),
+            );
         let outcome = run_consumer(
             self.bus.clone(),
             &topology.notifier_findings_queue(),
