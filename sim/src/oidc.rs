@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use crate::fleet::Org;
 use crate::reply::Reply;
 use crate::server::Sim;
-use crate::token::{Claims, TOKEN_LIFETIME, now};
+use crate::token::{Claims, TOKEN_LIFETIME, aad_error, now};
 
 /// Group whose members are console operators (every tenant).
 pub const OPERATOR_GROUP_ID: &str = "0f5b6c1e-8d2a-4e7b-9c3f-1a2b3c4d5e60";
@@ -556,14 +556,7 @@ pub(crate) struct CodeForm {
 }
 
 fn grant_error(code: u32, description: &str) -> Reply {
-    Reply::json(
-        StatusCode::BAD_REQUEST,
-        json!({
-            "error": "invalid_grant",
-            "error_description": format!("AADSTS{code}: {description}"),
-            "error_codes": [code],
-        }),
-    )
+    aad_error("invalid_grant", code, description)
 }
 
 /// `grant_type=authorization_code`, after `token.rs` authenticated the client.
@@ -582,9 +575,10 @@ pub(crate) fn redeem(
     }
     let form: CodeForm = serde_urlencoded::from_bytes(body).unwrap_or_default();
     let Some(code) = form.code.as_deref().filter(|c| !c.is_empty()) else {
-        return Reply::json(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "invalid_request", "error_description": "AADSTS900144: The request body must contain the following parameter: 'code'."}),
+        return aad_error(
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'code'.",
         );
     };
     let Some(pending) = sim.oidc.take_code(code) else {

@@ -211,7 +211,7 @@ struct TokenForm {
 }
 
 /// An AADSTS error answer (m365-api.md §2).
-fn aad_error(error: &str, code: u32, description: &str) -> Reply {
+pub(crate) fn aad_error(error: &str, code: u32, description: &str) -> Reply {
     let trace = uuid::Uuid::new_v4().to_string();
     let correlation = uuid::Uuid::new_v4().to_string();
     let ts = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();

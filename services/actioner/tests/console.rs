@@ -61,7 +61,7 @@ async fn seed(app: &TestApp, tenant: &str, body: serde_json::Value) -> Detection
     app.store
         .set_add(
             &app.keys.open_fingerprints(tenant),
-            &[detection.fingerprint.clone()],
+            std::slice::from_ref(&detection.fingerprint),
         )
         .await
         .expect("redis");

@@ -178,10 +178,14 @@ mod tests {
         let mut s = TenantSummary::example();
         s.started_at = started.parse().expect("time");
         s.finished_at = s.started_at + chrono::Duration::seconds(5);
+        for check in &mut s.checks {
+            check.status = CheckStatus::Ok;
+            check.error = None;
+        }
         if !complete && let Some(check) = s.checks.last_mut() {
             check.status = CheckStatus::Failed;
         }
-        assert_eq!(s.is_complete(), complete, "example has every check ok");
+        assert_eq!(s.is_complete(), complete);
         s
     }
 

@@ -121,6 +121,7 @@ where
             .boxed(),
     };
     let terminal_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
         .event_format(
             tracing_subscriber::fmt::format()
                 .with_target(false)

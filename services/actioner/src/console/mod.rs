@@ -310,7 +310,7 @@ async fn forwards(
         .collect::<std::collections::BTreeMap<_, _>>()
         .into_iter()
         .collect();
-    customers.sort_by(|a, b| a.1.to_lowercase().cmp(&b.1.to_lowercase()));
+    customers.sort_by_key(|(_, name)| name.to_lowercase());
     let needle = query.q.trim().to_lowercase();
     let filter = ForwardFilter {
         customer: query.customer.trim().to_owned(),
@@ -471,28 +471,28 @@ fn checked_form(
     session: &Session,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(ActForm, uuid::Uuid), Response> {
+) -> Result<(ActForm, uuid::Uuid), Box<Response>> {
     let form: ActForm = serde_urlencoded::from_bytes(body).unwrap_or_default();
     if let Err(forgery) =
         session::check_post(headers, &context.console.public_url, session, &form.csrf)
     {
         tracing::warn!(reason = %forgery, operator = %session.operator.user_id, "Refused a console POST.");
-        return Err(problem(
+        return Err(Box::new(problem(
             StatusCode::FORBIDDEN,
             Some(session),
             "Refused",
             &format!(
                 "This request was refused: {forgery}. Open the page again and use its button."
             ),
-        ));
+        )));
     }
     let Ok(nonce) = uuid::Uuid::parse_str(form.nonce.trim()) else {
-        return Err(problem(
+        return Err(Box::new(problem(
             StatusCode::BAD_REQUEST,
             Some(session),
             "Refused",
             "The form is incomplete. Open the page again and use its button.",
-        ));
+        )));
     };
     Ok((form, nonce))
 }
@@ -570,7 +570,7 @@ async fn approve(
 ) -> Response {
     let (form, nonce) = match checked_form(&context, &session, &headers, &body) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let row = match load_forward(&context, &session, &fingerprint).await {
         Ok(row) => row,
@@ -606,7 +606,7 @@ async fn remove(
 ) -> Response {
     let (form, nonce) = match checked_form(&context, &session, &headers, &body) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let row = match load_forward(&context, &session, &fingerprint).await {
         Ok(row) => row,
@@ -749,7 +749,7 @@ async fn revoke(
 ) -> Response {
     let (_, nonce) = match checked_form(&context, &session, &headers, &body) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let approval = match find_approval(&context, &session, &id).await {
         Ok(approval) => approval,

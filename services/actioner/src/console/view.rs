@@ -361,6 +361,20 @@ mod tests {
     #[test]
     fn tenant_coverage() {
         let mut summary = TenantSummary::example();
+        // The example's transport-rule check failed: a partial scan.
+        assert_eq!(
+            tenant_row(&TenantRecord {
+                summary: summary.clone(),
+                last_complete_at: None,
+                received_at: Utc::now()
+            })
+            .coverage,
+            Coverage::Partial
+        );
+        for check in &mut summary.checks {
+            check.status = CheckStatus::Ok;
+            check.error = None;
+        }
         let record = |summary: &TenantSummary, last: Option<DateTime<Utc>>| TenantRecord {
             summary: summary.clone(),
             last_complete_at: last,
