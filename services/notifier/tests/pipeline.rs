@@ -638,7 +638,10 @@ async fn complete_scans_resolve_and_partial_or_late_ones_do_not() {
         .expect("redis")
         .expect("kept");
     assert!(coverage.summary.is_complete(), "the newest scan is kept");
-    assert_eq!(coverage.last_complete_at, Some(coverage.summary.finished_at));
+    assert_eq!(
+        coverage.last_complete_at,
+        Some(coverage.summary.finished_at)
+    );
     assert!(
         coverage.summary.fingerprints.is_empty(),
         "without the fingerprint list"

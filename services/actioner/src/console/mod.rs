@@ -176,9 +176,17 @@ pub fn routes() -> Router<Context> {
 }
 
 /// The console's Content-Security-Policy: nothing but our own stylesheet, forms
-/// that post to us, no framing. (The actioner's other headers are added for every
-/// route by `http::security_headers`, which keeps this policy.)
+/// that post to us, no framing. Its referrer policy is `same-origin` rather than the
+/// actioner's `no-referrer`: under `no-referrer` a browser sends `Origin: null` with
+/// a form POST, and the console tells its own forms from other sites' by `Origin`.
+/// No console URL carries a secret past its own origin (the one-time link and the
+/// sign-in callback are used up by then). (The actioner's other headers are added for
+/// every route by `http::security_headers`, which keeps these two.)
 async fn console_headers(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -303,6 +311,13 @@ async fn forwards(
     };
     let mut rows: Vec<ForwardRow> = open.iter().map(view::forward_row).collect();
     view::mark_campaigns(&mut rows);
+    // Most severe first, then newest.
+    rows.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.first_seen.cmp(&a.first_seen))
+            .then(a.fingerprint.cmp(&b.fingerprint))
+    });
     let total = rows.len();
     let mut customers: Vec<(String, String)> = rows
         .iter()

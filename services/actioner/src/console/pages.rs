@@ -31,6 +31,12 @@ pub fn when(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
+/// `07 Dec 19:00` (the full time is in the cell's title).
+fn short_when(time: Option<DateTime<Utc>>) -> String {
+    time.map(|t| t.format("%d %b %H:%M").to_string())
+        .unwrap_or_else(|| "—".to_owned())
+}
+
 fn when_opt(time: Option<DateTime<Utc>>) -> String {
     time.map(when).unwrap_or_else(|| "—".to_owned())
 }
@@ -225,13 +231,13 @@ pub fn forwards(
                                    data-signal=(row.signal.as_str())
                                    data-rule-id=(row.rule_id.as_deref().unwrap_or(""))
                                    data-targets=(row.targets.join(" ")) {
-                                    td data-label="Severity" { (severity(row.severity)) }
+                                    td data-label="Severity" class="nowrap" { (severity(row.severity)) }
                                     td data-label="Customer" { (row.customer) }
                                     td data-label="Mailbox" class="addr" {
                                         (row.mailbox_or_scope())
                                         @if !row.mailbox_name.is_empty() { br; span class="small" { (row.mailbox_name) } }
                                     }
-                                    td data-label="Where" {
+                                    td data-label="Where" class="where" {
                                         (signal_label(row.signal))
                                         @if let Some(name) = &row.rule_name { br; span class="small rule" { "“" (name) "”" } }
                                     }
@@ -239,12 +245,12 @@ pub fn forwards(
                                         @for target in &row.targets { (target) br; }
                                         @if let Some(campaign) = &row.campaign { span class="chip warn" title=(campaign) { "campaign" } }
                                     }
-                                    td data-label="Traits" {
+                                    td data-label="Traits" class="traits" {
                                         @for t in &row.traits { span class="chip" { (t) } " " }
                                         @if row.posture_blocked { span class="chip ok" { "blocked by posture" } }
                                     }
-                                    td data-label="First seen" { (when_opt(row.first_seen)) }
-                                    td { a class="button" href=(format!("/console/forwards/{}", row.fingerprint)) { "Review" } }
+                                    td data-label="First seen" class="small nowrap" title=(when_opt(row.first_seen)) { (short_when(row.first_seen)) }
+                                    td class="nowrap" { a class="button" href=(format!("/console/forwards/{}", row.fingerprint)) { "Review" } }
                                 }
                             }
                         }
@@ -461,15 +467,23 @@ pub fn tenants(session: &Session, rows: &[TenantRow]) -> Markup {
                                 }
                                 td data-label="Last scan" { (when(row.last_scan)) }
                                 td data-label="Last complete scan" { (when_opt(row.last_complete)) }
-                                td data-label="Checks" {
-                                    ul class="checks" {
-                                        @for c in &row.checks {
-                                            li class=(format!("check-{}", c.status)) {
-                                                span class="mono" { (c.check) } ": " (c.status)
-                                                @if let Some(e) = &c.error { br; span class="small" { (e) } }
-                                                @if let Some(r) = &c.remedy { br; span class="small fix" { "Fix: " (r) } }
+                                td data-label="Checks" class="checks" {
+                                    @let ok = row.checks.iter().filter(|c| c.status == "ok").count();
+                                    @if ok == row.checks.len() {
+                                        span class="small" { "all " (ok) " checks ok" }
+                                    } @else {
+                                        @let skipped: Vec<&str> = row.checks.iter().filter(|c| c.status == "skipped").map(|c| c.check.as_str()).collect();
+                                        ul class="checks" {
+                                            @for c in row.checks.iter().filter(|c| c.status != "ok" && c.status != "skipped") {
+                                                li class=(format!("check-{}", c.status)) {
+                                                    span class="mono" { (c.check) } ": " (c.status)
+                                                    @if let Some(e) = &c.error { br; span class="small" { (e) } }
+                                                    @if let Some(r) = &c.remedy { br; span class="small fix" { "Fix: " (r) } }
+                                                }
                                             }
                                         }
+                                        @if !skipped.is_empty() { span class="small" { "skipped (they need the failed check): " span class="mono" { (skipped.join(", ")) } } br; }
+                                        @if ok > 0 { span class="small" { (ok) " other checks ok" } }
                                     }
                                 }
                                 td data-label="Read" class="small" {
@@ -594,8 +608,8 @@ pub fn audit(
                         tbody {
                             @for e in events {
                                 tr data-action=(e.action) data-outcome=(serde_plain(&e.outcome)) {
-                                    td data-label="When" { (when(e.at)) }
-                                    td data-label="Who" { (e.actor.name) br; span class="small" { (serde_plain(&e.actor.channel)) ": " (e.actor.user_id) } }
+                                    td data-label="When" class="small nowrap" title=(when(e.at)) { (short_when(Some(e.at))) }
+                                    td data-label="Who" title=(e.actor.user_id) { (e.actor.name) br; span class="small" { "via " (serde_plain(&e.actor.channel)) } }
                                     td data-label="Action" { (e.action) }
                                     td data-label="Customer" { (customer(&e.tenant_id)) }
                                     td data-label="Mailbox" class="addr" { (e.mailbox.as_deref().unwrap_or("—")) }

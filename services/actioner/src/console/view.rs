@@ -70,7 +70,7 @@ impl ForwardRow {
 /// What people call each signal.
 pub fn signal_label(signal: Signal) -> &'static str {
     match signal {
-        Signal::ForwardingSmtpAddress => "mailbox forward (SMTP address)",
+        Signal::ForwardingSmtpAddress => "mailbox forward (SMTP)",
         Signal::ForwardingAddress => "mailbox forward (recipient)",
         Signal::InboxRule => "inbox rule",
         Signal::TransportRule => "transport rule",
