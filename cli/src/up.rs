@@ -67,6 +67,8 @@ pub struct Pipeline {
     pub actioner_url: String,
     /// Alerts delivered so far, by kind (counters only).
     pub alerts: Arc<AlertCounter>,
+    /// The store's concrete twin, purged of expired keys after every scan.
+    memory: MemoryStore,
     notifier_stats: Arc<fwdwatch_notifier::Stats>,
     results: Arc<Mutex<Vec<CommandResult>>>,
     shutdown: CancellationToken,
@@ -107,7 +109,9 @@ impl Pipeline {
         settings.notifier.link_base_url = actioner_url.clone();
 
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let memory = MemoryStore::new();
+        // Clones share one keyspace.
+        let store: Arc<dyn Store> = Arc::new(memory.clone());
         let topology = Topology::from_settings(&settings.amqp);
         bus.declare(&topology).await?;
         let client =
@@ -174,6 +178,7 @@ impl Pipeline {
             client,
             actioner_url,
             alerts,
+            memory,
             notifier_stats,
             results,
             shutdown,
@@ -220,6 +225,10 @@ impl Pipeline {
             }
             last = now;
         }
+        // Expired sessions, sign-in links and detection state would otherwise stay
+        // in memory until touched (Redis drops them by itself).
+        let live = self.memory.purge_expired();
+        tracing::debug!(keys = live, "Store purged of expired keys.");
         Ok(ScanOutcome {
             run_id: report.run_id,
             tenants: report.tenants.len(),
