@@ -413,7 +413,8 @@ await step('Approve with an expiry → listed under Approvals, and the next scan
   // the approved one is not alerted by any scan that read it after the approval.
   const seenAfter = (fp) =>
     alerts.filter((a) => a.body.fingerprint === fp && a.body.detection && new Date(a.body.detection.observed_at) > approvedAt);
-  const other = listed.find((f) => f.fingerprint !== approved.fingerprint && f.fingerprint !== removed?.fingerprint);
+  // Not on the mailbox whose forwarding was cleared (its other mailbox forward went too).
+  const other = listed.find((f) => f.fingerprint !== approved.fingerprint && f.mailbox !== removed?.mailbox);
   await until(() => seenAfter(other.fingerprint).length > 0, 'a scan after the approval', 30_000);
   const scanned = upState.scans;
   await until(() => upState.scans > scanned, 'that scan to finish', 30_000);
