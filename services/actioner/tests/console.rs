@@ -410,6 +410,17 @@ async fn anonymous_visitors_see_only_the_sign_in() {
         assert_eq!(status, StatusCode::OK);
         assert!(html.contains("Sign in with Microsoft"));
         assert!(!html.contains(&mailbox) && !html.contains(COLLECTOR) && !html.contains(&tenant));
+        // An error callback (anyone can craft one) shows plain, short text and signs nobody in.
+        let crafted = format!(
+            "/console/auth/callback?error=access_denied&error_description={}",
+            "%3Cscript%3Ealert(1)%3C%2Fscript%3E".repeat(100)
+        );
+        let response = app.http.get(format!("{}{crafted}", app.base)).send().await.expect("get");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(session_cookie(response.headers()).is_none());
+        let body = response.text().await.expect("body");
+        assert!(body.contains("did not sign you in: access_denied &lt;script&gt;"), "{body}");
+        assert!(!body.contains("<script") && body.len() < 4000, "escaped and cut short");
         // A forged session cookie is nobody.
         let (status, _) = page(app, "/console/", Some("fwdwatch_console=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await;
         assert_eq!(status, StatusCode::SEE_OTHER);

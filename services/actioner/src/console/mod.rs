@@ -992,13 +992,19 @@ async fn auth_callback(
         )
     };
     if !query.error.is_empty() {
-        let description = query.error_description.lines().next().unwrap_or("");
+        // Anyone can craft this URL: show a short, plain excerpt only.
+        let description: String = query
+            .error_description
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        let error: String = query.error.chars().take(60).collect();
         return refuse(
             StatusCode::UNAUTHORIZED,
-            &format!(
-                "Microsoft Entra ID did not sign you in: {} {}",
-                query.error, description
-            ),
+            &format!("Microsoft Entra ID did not sign you in: {error} {description}"),
         );
     }
     // The sign-in must have started in this browser (no login CSRF).
