@@ -36,7 +36,7 @@ pub struct ForwardRow {
     pub raw_targets: Vec<String>,
     pub severity: Severity,
     /// Short words: `hidden`, `disabled`, `no copy kept`, `hides mail: …`,
-    /// `target unreadable`.
+    /// `unreadable` (a target that could not be read).
     pub traits: Vec<String>,
     /// Why a target that looks internal is outside: one line per delivery path
     /// (a guest, a mail user, a group with outside members…).
@@ -120,7 +120,7 @@ pub fn traits(d: &Detection) -> Vec<String> {
     }
     if d.unreadable {
         // Fail closed: a target fwdwatch could not follow is shown, never dropped.
-        traits.push("target unreadable".to_owned());
+        traits.push("unreadable".to_owned());
     }
     traits
 }
@@ -377,7 +377,7 @@ mod tests {
         }];
         d.signal = Signal::JournalRule;
         let row = forward_row(&stored(d));
-        assert!(row.traits.iter().any(|t| t == "target unreadable"));
+        assert!(row.traits.iter().any(|t| t == "unreadable"));
         assert_eq!(
             row.paths,
             vec!["eve@gmail.com via team-sync@contoso.com (MailUniversalDistributionGroup)"]
