@@ -555,15 +555,27 @@ async fn a_collector_in_three_tenants_is_one_campaign() {
             "{n}: {due:?}"
         );
         assert!(
-            campaign::take_due(b.store.as_ref(), &b.keys, &config(), now)
-                .await
-                .expect("take")
-                .is_empty(),
+            campaign::take_due(
+                b.store.as_ref(),
+                &b.keys,
+                &config(),
+                b.tracker.outbox_owner(),
+                now
+            )
+            .await
+            .expect("take")
+            .is_empty(),
             "{n}: not before the settle time"
         );
-        let alerts = campaign::take_due(b.store.as_ref(), &b.keys, &config(), now + secs(11))
-            .await
-            .expect("take");
+        let alerts = campaign::take_due(
+            b.store.as_ref(),
+            &b.keys,
+            &config(),
+            b.tracker.outbox_owner(),
+            now + secs(11),
+        )
+        .await
+        .expect("take");
         assert_eq!(alerts.len(), 1, "{n}");
         let c = &alerts[0];
         assert_eq!(c.kind, AlertKind::Campaign, "{n}");
@@ -571,10 +583,16 @@ async fn a_collector_in_three_tenants_is_one_campaign() {
         assert_eq!(c.victims.len(), 3, "{n}: every victim listed");
         assert_eq!(c.tenants().len(), 3, "{n}");
         assert!(
-            campaign::take_due(b.store.as_ref(), &b.keys, &config(), now + secs(20))
-                .await
-                .expect("take")
-                .is_empty(),
+            campaign::take_due(
+                b.store.as_ref(),
+                &b.keys,
+                &config(),
+                b.tracker.outbox_owner(),
+                now + secs(20)
+            )
+            .await
+            .expect("take")
+            .is_empty(),
             "{n}: once"
         );
 
@@ -588,10 +606,16 @@ async fn a_collector_in_three_tenants_is_one_campaign() {
             "{n}"
         );
         assert!(
-            campaign::take_due(b.store.as_ref(), &b.keys, &config(), now + secs(40))
-                .await
-                .expect("take")
-                .is_empty(),
+            campaign::take_due(
+                b.store.as_ref(),
+                &b.keys,
+                &config(),
+                b.tracker.outbox_owner(),
+                now + secs(40)
+            )
+            .await
+            .expect("take")
+            .is_empty(),
             "{n}"
         );
 

@@ -312,7 +312,10 @@ async fn run_notifier(
         LifecycleConfig::from_notifier(&config),
     )
     .await?;
-    let notifier = Notifier::new(bus, store, settings.clone())?.with_tracker(Arc::new(tracker));
+    let outbox = tracker.outbox(&settings.redis).await?;
+    let notifier = Notifier::new(bus, store, settings.clone())?
+        .with_tracker(Arc::new(tracker))
+        .with_outbox(Arc::new(outbox));
     let stats = notifier.stats();
     let shutdown = CancellationToken::new();
     let started = Instant::now();
