@@ -219,14 +219,14 @@ pub async fn status(store: &dyn Store, keys: &Keys) -> Result<OutboxStatus, Stor
             instances.push((name.clone(), live));
         }
         for (id, score) in store
-            .zrange_by_score(&keys.alert_outbox_owned(name), f64::INFINITY, usize::MAX)
+            .zrange_by_score(&keys.alert_outbox_owned(name), f64::INFINITY, ALL)
             .await?
         {
             owners.insert(id, (name.clone(), score));
         }
     }
     for (id, score) in store
-        .zrange_by_score(&keys.alert_outbox_due(), f64::INFINITY, usize::MAX)
+        .zrange_by_score(&keys.alert_outbox_due(), f64::INFINITY, ALL)
         .await?
     {
         owners
@@ -274,6 +274,9 @@ fn glob(text: &str) -> String {
     out
 }
 
+/// "No limit" for `zrange_by_score` (Redis takes a count up to `i64::MAX`).
+const ALL: usize = 1 << 40;
+
 /// How long the generic take-over holds its claim.
 const TAKEOVER_CLAIM: Duration = Duration::from_secs(10);
 
@@ -294,11 +297,7 @@ impl StoreOutbox {
     async fn owns(&self, owner: &str, alert_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .store
-            .zrange_by_score(
-                &self.keys.alert_outbox_owned(owner),
-                f64::INFINITY,
-                usize::MAX,
-            )
+            .zrange_by_score(&self.keys.alert_outbox_owned(owner), f64::INFINITY, ALL)
             .await?
             .iter()
             .any(|(id, _)| id == alert_id))
@@ -356,7 +355,7 @@ impl OutboxStore for StoreOutbox {
             let source = self.keys.alert_outbox_owned(&dead);
             let ids = self
                 .store
-                .zrange_by_score(&source, f64::INFINITY, usize::MAX)
+                .zrange_by_score(&source, f64::INFINITY, ALL)
                 .await?;
             for (id, _) in &ids {
                 self.store.zadd(&mine, id, epoch(now)).await?;
@@ -419,7 +418,7 @@ impl OutboxStore for StoreOutbox {
         for index in &indexes {
             for (id, _) in self
                 .store
-                .zrange_by_score(index, f64::INFINITY, usize::MAX)
+                .zrange_by_score(index, f64::INFINITY, ALL)
                 .await?
             {
                 listed.insert(id);

@@ -125,14 +125,16 @@ impl SinkError {
     }
 
     /// The same error with every occurrence of `secrets` (the alert's action tokens
-    /// and links, which a receiver may echo back in its answer) replaced, so it can
-    /// be logged and put in a dead-letter header.
+    /// and links, which a receiver may echo back in its answer) replaced — and
+    /// anything shaped like a token (`eyJ…`, what every token starts with), since an
+    /// answer cut short holds a token cut short — so it can be logged and put in a
+    /// dead-letter header.
     pub fn redacted(self, secrets: &[&str]) -> Self {
         let scrub = |mut text: String| {
             for secret in secrets.iter().filter(|s| !s.is_empty()) {
                 text = text.replace(secret, "<redacted>");
             }
-            text
+            redact_token_like(&text)
         };
         match self {
             SinkError::Status {
@@ -151,6 +153,31 @@ impl SinkError {
             },
         }
     }
+}
+
+/// Replaces every run that looks like a link token or the start of one (base64url
+/// JSON, `eyJ…`, with or without its `.signature`) by `<redacted>`.
+fn redact_token_like(text: &str) -> String {
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("eyJ") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let starts_word = !before.chars().next_back().is_some_and(is_token_char);
+        let run = from
+            .char_indices()
+            .find(|(_, c)| !is_token_char(*c))
+            .map_or(from.len(), |(i, _)| i);
+        if starts_word {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(&from[..run.max(3)]);
+        }
+        rest = &from[run.max(3)..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -569,6 +596,20 @@ pub(crate) mod tests {
         assert!(
             !shown.contains("token-abc") && shown.contains("<redacted>"),
             "{shown}"
+        );
+        // An answer cut short: the token in it is cut short too.
+        let cut = SinkError::Status {
+            status: 500,
+            detail: r#"{"url":"https://a.example/act/eyJ2IjoxLCJhY3Rpb24iOiJhcHByb3ZlIiwidGVuYW"#
+                .into(),
+            retry_after: None,
+        };
+        let shown = cut.redacted(&[]).to_string();
+        assert!(!shown.contains("eyJ2Ijox"), "{shown}");
+        assert!(shown.contains("/act/<redacted>"), "{shown}");
+        assert_eq!(
+            redact_token_like("keyJoe and eyJ, cut: /act/eyJ"),
+            "keyJoe and <redacted>, cut: /act/<redacted>"
         );
     }
 
