@@ -303,6 +303,11 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Cancelled when the notifier is asked to stop.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
     /// This instance's id (the owner of the entries it decides).
     pub fn owner(&self) -> &str {
         &self.owner.id
