@@ -259,6 +259,12 @@ async fn sigkill_mid_scan_loses_nothing_and_repeats_at_most_the_sinks_concurrenc
         expected.len(),
         "no Slack message posted twice"
     );
+    let reads = receiver.requests("/api/conversations.history").len();
+    eprintln!("Slack: {reads} history read(s) for the take-over");
+    assert!(
+        (1..=20).contains(&reads),
+        "a few reads serve the whole take-over (Slack allows ~50 a minute): {reads}"
+    );
 
     let printed = second.printed();
     assert!(
@@ -585,14 +591,16 @@ async fn slack_updates_the_message_an_earlier_delivery_posted() {
         .await
         .expect("posted");
     assert_eq!(first.as_deref(), Some("C0FWDWATCH/1795870800.000001"));
-    // The same alert again, from a delivery that may have sent it before: found by
-    // its metadata and updated, not posted a second time.
+    // The same alert again, from a delivery whose own attempt may just have sent it
+    // (a timeout): found by its metadata in a fresh read and updated, not posted a
+    // second time.
     let again = sink
         .deliver(
             &alert,
             &[],
             &SendContext {
                 maybe_sent_before: true,
+                sent_before: None,
             },
         )
         .await
@@ -607,19 +615,44 @@ async fn slack_updates_the_message_an_earlier_delivery_posted() {
     assert!(history[0].query.contains("include_all_metadata=true"));
     assert!(history[0].query.contains("channel=C0FWDWATCH"));
 
-    // Another alert is not mistaken for it.
-    let mut other = alert.clone();
-    other.alert_id = "new:other:1".into();
-    sink.deliver(
-        &other,
-        &[],
-        &SendContext {
-            maybe_sent_before: true,
-        },
-    )
-    .await
-    .expect("posted");
-    assert_eq!(receiver.slack_messages().len(), 2);
+    // A take-over: two alerts a dead notifier had posted and one it had not. One
+    // read of the history serves all three.
+    let other = |id: &str| {
+        let mut a = alert.clone();
+        a.alert_id = id.into();
+        a
+    };
+    for id in ["new:b:1", "new:c:1"] {
+        sink.deliver(&other(id), &[], &SendContext::default())
+            .await
+            .expect("posted by the notifier that then died");
+    }
+    let taken_over = Instant::now();
+    let context = SendContext {
+        maybe_sent_before: true,
+        sent_before: Some(taken_over),
+    };
+    for id in ["new:b:1", "new:c:1", "new:d:1"] {
+        sink.deliver(&other(id), &[], &context)
+            .await
+            .expect("delivered");
+    }
+    let messages = receiver.slack_messages();
+    let ids: Vec<&str> = messages.iter().map(|m| m.alert_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [alert.alert_id.as_str(), "new:b:1", "new:c:1", "new:d:1"]
+    );
+    assert_eq!(
+        messages.iter().map(|m| m.updates).collect::<Vec<_>>(),
+        [1, 1, 1, 0],
+        "b and c updated, d (never posted) posted once"
+    );
+    assert_eq!(
+        receiver.requests("/api/conversations.history").len(),
+        2,
+        "one more read for the whole take-over"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

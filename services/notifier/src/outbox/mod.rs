@@ -41,7 +41,7 @@
 mod redis;
 mod store;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -218,6 +218,9 @@ pub struct Dispatcher {
     owner: Owner,
     outbox: Arc<dyn OutboxStore>,
     in_flight: Mutex<HashSet<String>>,
+    /// Entries taken over from dead instances → when: anything their old owner sent
+    /// was sent before then (lets one read of a receiver serve the whole batch).
+    taken_at: Mutex<HashMap<String, std::time::Instant>>,
     retries: TaskTracker,
     bus: Arc<dyn Bus>,
     topology: Topology,
@@ -288,6 +291,7 @@ impl Dispatcher {
             },
             outbox: parts.outbox,
             in_flight: Mutex::new(HashSet::new()),
+            taken_at: Mutex::new(HashMap::new()),
             retries: TaskTracker::new(),
             bus: parts.bus,
             topology: parts.topology,
@@ -374,9 +378,13 @@ impl Dispatcher {
             if failing_since.is_some() {
                 continue;
             }
+            let asked = std::time::Instant::now();
             match self.outbox.take_over(&self.owner.id, Utc::now()).await {
                 Ok(taken) => {
                     for t in taken {
+                        if let Ok(mut at) = self.taken_at.lock() {
+                            at.extend(t.ids.iter().map(|id| (id.clone(), asked)));
+                        }
                         if t.alerts == 0 {
                             tracing::debug!(from = %t.from, "A notifier instance stopped with nothing pending.");
                             continue;
@@ -422,6 +430,7 @@ impl Dispatcher {
             if self.is_in_flight(&id) {
                 continue;
             }
+            let taken_at = self.taken_at.lock().ok().and_then(|mut at| at.remove(&id));
             let Some(json) = self.outbox.load(&id).await? else {
                 // Delivered by someone else meanwhile.
                 self.outbox.forget(&self.owner.id, &id).await?;
@@ -430,7 +439,10 @@ impl Dispatcher {
             match serde_json::from_str::<OutboxEntry>(&json) {
                 Ok(entry) => {
                     tracing::info!(alert_id = %id, "Delivering an alert left in the outbox.");
-                    self.spawn_entry(entry, true);
+                    self.spawn_entry(
+                        entry,
+                        Some(taken_at.unwrap_or_else(std::time::Instant::now)),
+                    );
                     started += 1;
                 }
                 Err(error) => self.park_undecodable(&id, &json, &error.to_string()).await,
@@ -441,13 +453,15 @@ impl Dispatcher {
 
     /// Delivers `alert` on a task of its own (campaigns found by the ticker).
     pub fn spawn(self: &Arc<Self>, alert: PendingAlert) {
-        self.spawn_entry(OutboxEntry::new(alert), false);
+        self.spawn_entry(OutboxEntry::new(alert), None);
     }
 
-    fn spawn_entry(self: &Arc<Self>, entry: OutboxEntry, retry: bool) {
+    /// `sent_before`: for an entry delivered before (by its dead owner, or by this
+    /// instance earlier), when every such earlier send had happened by.
+    fn spawn_entry(self: &Arc<Self>, entry: OutboxEntry, sent_before: Option<std::time::Instant>) {
         let dispatcher = self.clone();
         self.retries.spawn(async move {
-            dispatcher.deliver_entry(entry, retry).await;
+            dispatcher.deliver_entry(entry, sent_before).await;
         });
     }
 
@@ -484,10 +498,16 @@ impl Dispatcher {
 
     /// Delivers a just-decided `alert` as far as it can; see the module docs.
     pub async fn deliver(&self, alert: PendingAlert) -> Delivery {
-        self.deliver_entry(OutboxEntry::new(alert), false).await
+        self.deliver_entry(OutboxEntry::new(alert), None).await
     }
 
-    async fn deliver_entry(&self, mut entry: OutboxEntry, retry: bool) -> Delivery {
+    /// `sent_before`: `Some` for an entry that may have been sent before (see
+    /// [`spawn_entry`](Self::spawn_entry)); `None` for one just decided.
+    async fn deliver_entry(
+        &self,
+        mut entry: OutboxEntry,
+        sent_before: Option<std::time::Instant>,
+    ) -> Delivery {
         let id = entry.alert.alert_id.clone();
         let Some(_flight) = InFlight::claim(&self.in_flight, &id) else {
             return Delivery::Deferred("already being delivered by this notifier".into());
@@ -517,7 +537,7 @@ impl Dispatcher {
             };
             jobs.push(async move {
                 let result = self
-                    .send_with_retries(slot, &view, &actions, retry, generation)
+                    .send_with_retries(slot, &view, &actions, sent_before, generation)
                     .await;
                 (slot, result)
             });
@@ -680,7 +700,7 @@ impl Dispatcher {
         slot: &Slot,
         alert: &PendingAlert,
         actions: &[TargetActions],
-        retry: bool,
+        earlier: Option<std::time::Instant>,
         generation: u64,
     ) -> Result<(Option<String>, Option<GatePass>), Outcome> {
         let sink = slot.sink.as_ref();
@@ -697,7 +717,10 @@ impl Dispatcher {
             .collect();
         let mut attempt = 1;
         let mut throttled = 0;
-        let mut maybe_sent = retry;
+        // A retried entry may have been sent by an earlier delivery (its dead owner,
+        // or this instance before), all of it before `earlier`.
+        let mut maybe_sent = earlier.is_some();
+        let mut sent_before = earlier;
         loop {
             let pass = match &slot.gate {
                 Some(gate) => match gate.enter(&self.shutdown).await {
@@ -711,14 +734,16 @@ impl Dispatcher {
             }
             let context = SendContext {
                 maybe_sent_before: maybe_sent,
+                sent_before,
             };
             let error = match sink.deliver(alert, actions, &context).await {
                 Ok(receipt) => return Ok((receipt, pass)),
                 Err(error) => error.redacted(&secrets),
             };
-            // A timeout or a dropped connection may have reached the receiver.
+            // A timeout or a dropped connection may have reached the receiver, just now.
             if matches!(error, SinkError::Transport(_)) {
                 maybe_sent = true;
+                sent_before = None;
             }
             drop(pass);
             if error.is_throttled() && throttled < MAX_THROTTLED {

@@ -172,12 +172,19 @@ impl OutboxStore for RedisOutbox {
             .arg(epoch(now));
         let flat: Vec<redis::Value> = self.invoke("take_over", &inv).await?;
         let mut out = Vec::new();
-        for pair in flat.chunks(2) {
-            if let [from, count] = pair {
-                let from: String = redis::from_redis_value_ref(from).unwrap_or_default();
-                let alerts: u64 = redis::from_redis_value_ref(count).unwrap_or_default();
-                out.push(TakenOver { from, alerts });
-            }
+        let mut rest = flat.as_slice();
+        while let [from, count, tail @ ..] = rest {
+            let from: String = redis::from_redis_value_ref(from).unwrap_or_default();
+            let alerts: u64 = redis::from_redis_value_ref(count).unwrap_or_default();
+            let n = usize::try_from(alerts)
+                .unwrap_or(usize::MAX)
+                .min(tail.len());
+            let ids = tail[..n]
+                .iter()
+                .filter_map(|id| redis::from_redis_value_ref::<String>(id).ok())
+                .collect();
+            out.push(TakenOver { from, alerts, ids });
+            rest = &tail[n..];
         }
         Ok(out)
     }

@@ -77,6 +77,8 @@ pub struct TakenOver {
     /// The dead instance (`legacy` for entries of notifiers from before owned outboxes).
     pub from: String,
     pub alerts: u64,
+    /// The alert ids moved.
+    pub ids: Vec<String>,
 }
 
 /// The ownership and progress operations of the outbox. Object safe.
@@ -368,24 +370,26 @@ impl OutboxStore for StoreOutbox {
             out.push(TakenOver {
                 from: dead,
                 alerts: ids.len() as u64,
+                ids: ids.into_iter().map(|(id, _)| id).collect(),
             });
         }
         let legacy = self
             .store
             .zrange_by_score(&self.keys.alert_outbox_due(), epoch(now), 1000)
             .await?;
-        let mut moved = 0;
+        let mut moved = Vec::new();
         for (id, _) in legacy {
             // Whoever removes it from the legacy index owns it.
             if self.store.zrem(&self.keys.alert_outbox_due(), &id).await? {
                 self.store.zadd(&mine, &id, epoch(now)).await?;
-                moved += 1;
+                moved.push(id);
             }
         }
-        if moved > 0 {
+        if !moved.is_empty() {
             out.push(TakenOver {
                 from: "legacy".into(),
-                alerts: moved,
+                alerts: moved.len() as u64,
+                ids: moved,
             });
         }
         Ok(out)

@@ -37,6 +37,11 @@ pub struct SendContext {
     /// an alert taken over from a notifier that died mid-send): a sink that can find
     /// its earlier message updates it instead of sending another.
     pub maybe_sent_before: bool,
+    /// When set, any earlier message was sent before this instant (by another
+    /// process, or an earlier delivery): what the sink read of the receiver after it
+    /// is good enough to look in. `None`: an attempt of this delivery may have just
+    /// reached it, so look afresh.
+    pub sent_before: Option<std::time::Instant>,
 }
 
 /// A destination for alerts.

@@ -22,10 +22,12 @@
 //! earlier one (a retry after a timeout, or an alert taken over from a notifier that
 //! died mid-send), the sink first looks for that message in the channel's recent
 //! history (`conversations.history`, scope `channels:history` / `groups:history`) and
-//! updates it (`chat.update`) instead of posting again. The posted message's
+//! updates it (`chat.update`) instead of posting again. One read of the history
+//! serves every alert taken over before it (Slack allows about 50 reads a minute). The posted message's
 //! `channel/ts` is the delivery's receipt, recorded with the alert. Incoming webhooks
 //! can neither be searched nor updated: there a crash can repeat a message.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -57,6 +59,20 @@ pub struct SlackSink {
     /// The channel id Slack answered with, for history look-ups when the
     /// configuration names the channel (`#alerts`) rather than its id.
     channel_id: Mutex<Option<String>>,
+    /// The last read of the channel's history (held while reading: one read at a
+    /// time, which the others then share).
+    history: tokio::sync::Mutex<Option<History>>,
+}
+
+/// fwdwatch's messages in a channel, as read at one moment.
+#[derive(Debug)]
+struct History {
+    read_at: std::time::Instant,
+    channel: String,
+    /// The read covered messages from here on.
+    oldest: DateTime<Utc>,
+    /// Alert id → message `ts`.
+    messages: HashMap<String, String>,
 }
 
 impl SlackSink {
@@ -65,6 +81,7 @@ impl SlackSink {
             config,
             client,
             channel_id: Mutex::new(None),
+            history: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -365,15 +382,53 @@ impl SlackSink {
     }
 
     /// The `ts` (and channel id) of a message this sink already posted for `alert`,
-    /// found by its metadata in the channel's recent history.
+    /// found by its metadata in the channel's recent history — read afresh, or the
+    /// last read when it was made after `sent_before` and covers the alert.
     async fn find_earlier(
         &self,
         api_url: &str,
         token: &SecretString,
         channel: &str,
         alert: &PendingAlert,
+        sent_before: Option<std::time::Instant>,
     ) -> Result<Option<(String, String)>, SinkError> {
-        let oldest = slack_ts(alert.created_at - HISTORY_WINDOW);
+        let oldest = alert.created_at - HISTORY_WINDOW;
+        let mut last = self.history.lock().await;
+        if let (Some(h), Some(before)) = (last.as_ref(), sent_before)
+            && h.channel == channel
+            && h.read_at >= before
+            && h.oldest <= oldest
+        {
+            return Ok(h
+                .messages
+                .get(&alert.alert_id)
+                .map(|ts| (channel.to_owned(), ts.clone())));
+        }
+        let read_at = std::time::Instant::now();
+        let messages = self.read_history(api_url, token, channel, oldest).await?;
+        let found = messages
+            .get(&alert.alert_id)
+            .map(|ts| (channel.to_owned(), ts.clone()));
+        *last = Some(History {
+            read_at,
+            channel: channel.to_owned(),
+            oldest,
+            messages,
+        });
+        Ok(found)
+    }
+
+    /// fwdwatch's messages in `channel` since `oldest` (alert id → `ts`), at most
+    /// [`HISTORY_PAGES`] pages.
+    async fn read_history(
+        &self,
+        api_url: &str,
+        token: &SecretString,
+        channel: &str,
+        oldest: DateTime<Utc>,
+    ) -> Result<HashMap<String, String>, SinkError> {
+        let oldest = slack_ts(oldest);
+        let mut found = HashMap::new();
         let mut cursor = String::new();
         for _ in 0..HISTORY_PAGES {
             let mut query = vec![
@@ -404,17 +459,16 @@ impl SlackSink {
                 });
             }
             let answer = web_api_answer("conversations.history", &body)?;
-            let found = answer["messages"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| {
-                    m["metadata"]["event_type"] == METADATA_EVENT
-                        && m["metadata"]["event_payload"]["alert_id"] == alert.alert_id.as_str()
-                })
-                .and_then(|m| m["ts"].as_str());
-            if let Some(ts) = found {
-                return Ok(Some((channel.to_owned(), ts.to_owned())));
+            for m in answer["messages"].as_array().into_iter().flatten() {
+                if m["metadata"]["event_type"] != METADATA_EVENT {
+                    continue;
+                }
+                if let (Some(id), Some(ts)) = (
+                    m["metadata"]["event_payload"]["alert_id"].as_str(),
+                    m["ts"].as_str(),
+                ) {
+                    found.entry(id.to_owned()).or_insert_with(|| ts.to_owned());
+                }
             }
             cursor = answer["response_metadata"]["next_cursor"]
                 .as_str()
@@ -424,7 +478,7 @@ impl SlackSink {
                 break;
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     async fn post_api(
@@ -444,7 +498,10 @@ impl SlackSink {
                 .ok()
                 .and_then(|c| c.clone())
                 .unwrap_or_else(|| channel.to_owned());
-            match self.find_earlier(api_url, token, &lookup, alert).await {
+            match self
+                .find_earlier(api_url, token, &lookup, alert, context.sent_before)
+                .await
+            {
                 Ok(Some((channel_id, ts))) => {
                     body["channel"] = json!(channel_id);
                     body["ts"] = json!(ts);

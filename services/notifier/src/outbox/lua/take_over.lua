@@ -5,7 +5,8 @@
 -- KEYS[3] the legacy due index (notifiers from before owned outboxes)
 -- ARGV[1] this instance's id   ARGV[2] heartbeat key prefix   ARGV[3] owned index
 -- key prefix   ARGV[4] now, Unix seconds (the score: retry at once)
--- Returns {instance, count, instance, count, ...}; the legacy index as 'legacy'.
+-- Returns, per instance taken over: its id, how many entries, then their ids
+-- ({instance, n, id1..idn, instance, n, ...}); the legacy index as 'legacy'.
 
 local out = {}
 for _, inst in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -19,6 +20,7 @@ for _, inst in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('SREM', KEYS[1], inst)
     out[#out + 1] = inst
     out[#out + 1] = #ids
+    for _, id in ipairs(ids) do out[#out + 1] = id end
   end
 end
 
@@ -31,5 +33,6 @@ if #legacy > 0 then
   end
   out[#out + 1] = 'legacy'
   out[#out + 1] = #legacy
+  for _, id in ipairs(legacy) do out[#out + 1] = id end
 end
 return out
