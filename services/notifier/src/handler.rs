@@ -8,8 +8,9 @@
 //!   [`RIDE_OUT`] (a Redis restart should not burn the message's deliveries), then
 //!   `Retry`: the message is not acked and comes back;
 //! - once the lifecycle decided, the alert sits in the outbox, so delivery
-//!   problems never fail the message: the finding is acked and the dispatcher (or a
-//!   sweeper) finishes the delivery or parks it.
+//!   problems never fail the message: the finding is acked and the dispatcher (or,
+//!   if this notifier dies, the instance that takes its outbox over) finishes the
+//!   delivery or parks it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use fwdwatch_shared::contracts::{Detection, TenantSummary};
 use crate::finding::Finding;
 use crate::lifecycle::{LifecycleError, Observed, Tracker, validate};
 use crate::outbox::Dispatcher;
+use crate::sinks::text::visible;
 use crate::stats::Stats;
 
 /// How long one delivery of a finding waits for Redis to come back before the
@@ -64,11 +66,12 @@ impl FindingsHandler {
             Observed::Silent => self.stats.silent(),
             Observed::Suppressed => {
                 self.stats.suppressed();
+                // Tenant text: invisible characters written out (no forged lines).
                 tracing::debug!(
-                    tenant = %detection.tenant_id,
-                    mailbox = %detection.mailbox_address(),
+                    tenant = %visible(&detection.tenant_id),
+                    mailbox = %visible(detection.mailbox_address()),
                     signal = %detection.signal,
-                    targets = %detection.targets.join(","),
+                    targets = %visible(&detection.targets.join(",")),
                     fingerprint = %detection.fingerprint,
                     "Approved forward; not alerting."
                 );

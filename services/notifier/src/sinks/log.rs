@@ -109,13 +109,19 @@ impl Sink for LogSink {
             .collect::<Vec<_>>()
             .join(" ");
         let (approve, remove) = commands(alert);
+        // A campaign across tenants belongs to no one customer (its victims say whose).
+        let (customer, tenant) = if alert.tenants().len() == 1 {
+            (alert.tenant_name(), alert.tenant_id.as_str())
+        } else {
+            ("", "")
+        };
         tracing::info!(
             target: TARGET,
             alert_id = %visible(&alert.alert_id),
             kind = alert.kind.as_str(),
             severity = %alert.severity(),
-            customer = %visible(alert.tenant_name()),
-            tenant = %visible(&alert.tenant_id),
+            customer = %visible(customer),
+            tenant = %visible(tenant),
             mailbox = %visible(d.map_or("", |d| d.mailbox_address())),
             display_name = %visible(d.and_then(|d| d.mailbox.as_ref()).map_or("", |m| m.display_name.as_str())),
             signal = d.map_or("", |d| d.signal.as_str()),
