@@ -1,11 +1,13 @@
 //! Day-to-day commands against a running deployment (RabbitMQ + Redis from config):
-//! `approve` / `remove` / `revoke`, `allowlist list`, `status`.
+//! `approve` / `remove` / `revoke`, `allowlist list`, `status` (queues, open
+//! detections, the notifier's alert outbox: pending alerts, their age and owner).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use fwdwatch_notifier::outbox::{self, OutboxStatus};
 use fwdwatch_shared::bus::{Bus, RabbitBus, Topology};
 use fwdwatch_shared::config::Settings;
 use fwdwatch_shared::contracts::CommandAction;
@@ -126,6 +128,8 @@ pub async fn status(settings: Settings) -> anyhow::Result<ExitCode> {
     for line in &coverage.warnings {
         println!("  {line}");
     }
+    let pending = outbox::status(store.as_ref(), &keys).await?;
+    print!("{}", render_outbox(&pending, Utc::now()));
     let last = store.hash_get_all(&keys.last_run()).await?;
     if last.is_empty() {
         println!("last run: none recorded");
@@ -180,4 +184,128 @@ pub async fn open_detections_per_tenant(
         counts.insert(tenant, store.set_card(&key).await?);
     }
     Ok(counts)
+}
+
+/// Pending alerts listed at most.
+const OUTBOX_ROWS: usize = 20;
+
+/// The notifier's outbox: how many alerts are not delivered yet, the oldest first
+/// with their age and owner, and which notifier instances are alive.
+pub fn render_outbox(status: &OutboxStatus, now: DateTime<Utc>) -> String {
+    let age = |t: Option<DateTime<Utc>>| {
+        t.map_or_else(
+            || "?".to_owned(),
+            |t| {
+                let secs = (now - t).num_seconds().max(0) as u64;
+                humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+            },
+        )
+    };
+    let mut out = String::new();
+    match status.pending.first() {
+        None => out.push_str("alert outbox: empty (every decided alert was delivered)\n"),
+        Some(oldest) => out.push_str(&format!(
+            "alert outbox: {} pending, oldest {}\n",
+            status.pending.len(),
+            age(oldest.created_at)
+        )),
+    }
+    if !status.instances.is_empty() {
+        let instances: Vec<String> = status
+            .instances
+            .iter()
+            .map(|(id, alive)| {
+                format!(
+                    "{id} ({})",
+                    if *alive {
+                        "alive"
+                    } else {
+                        "no heartbeat: its alerts are taken over by a live notifier"
+                    }
+                )
+            })
+            .collect();
+        out.push_str(&format!("  notifier instances: {}\n", instances.join(", ")));
+    }
+    if status.pending.is_empty() {
+        return out;
+    }
+    out.push_str(&format!(
+        "  {:<48} {:<9} {:>10}  {:<40} {}\n",
+        "alert", "kind", "age", "owner", "sinks done"
+    ));
+    for entry in status.pending.iter().take(OUTBOX_ROWS) {
+        let owner = match (&entry.owner, entry.owner_alive) {
+            (Some(owner), true) => owner.clone(),
+            (Some(owner), false) => format!("{owner} (dead)"),
+            (None, _) => "none (adopted within notifier.outbox_lease)".to_owned(),
+        };
+        out.push_str(&format!(
+            "  {:<48} {:<9} {:>10}  {:<40} {}\n",
+            entry.alert_id,
+            entry.kind,
+            age(entry.created_at),
+            owner,
+            if entry.sinks_done.is_empty() {
+                "-".to_owned()
+            } else {
+                entry.sinks_done.join(",")
+            }
+        ));
+    }
+    if status.pending.len() > OUTBOX_ROWS {
+        out.push_str(&format!(
+            "  …and {} more\n",
+            status.pending.len() - OUTBOX_ROWS
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fwdwatch_notifier::outbox::PendingEntry;
+
+    #[test]
+    fn outbox_shows_pending_alerts_their_age_and_owner() {
+        let now: DateTime<Utc> = "2026-11-28T19:10:00Z".parse().expect("time");
+        let entry = |id: &str, secs: i64, owner: Option<&str>, alive: bool| PendingEntry {
+            alert_id: id.into(),
+            kind: "new".into(),
+            created_at: Some(now - chrono::Duration::seconds(secs)),
+            owner: owner.map(Into::into),
+            owner_alive: alive,
+            retry_at: None,
+            sinks_done: vec!["log".into()],
+        };
+        let status = OutboxStatus {
+            pending: vec![
+                entry("new:aaa:1", 192, Some("host-1-abc"), true),
+                entry("new:bbb:1", 40, Some("host-2-def"), false),
+                entry("new:ccc:1", 5, None, false),
+            ],
+            instances: vec![("host-1-abc".into(), true), ("host-2-def".into(), false)],
+        };
+        let shown = render_outbox(&status, now);
+        assert!(
+            shown.starts_with("alert outbox: 3 pending, oldest 3m 12s"),
+            "{shown}"
+        );
+        assert!(shown.contains("host-1-abc (alive)"), "{shown}");
+        assert!(shown.contains("host-2-def (no heartbeat"), "{shown}");
+        let row = shown
+            .lines()
+            .find(|l| l.contains("new:bbb:1"))
+            .expect("row");
+        assert!(
+            row.contains("40s") && row.contains("host-2-def (dead)") && row.contains("log"),
+            "{row}"
+        );
+        assert!(shown.contains("none (adopted"), "{shown}");
+        assert_eq!(
+            render_outbox(&OutboxStatus::default(), now),
+            "alert outbox: empty (every decided alert was delivered)\n"
+        );
+    }
 }

@@ -101,6 +101,16 @@ impl Sink for AlertCounter {
         &self.route
     }
 
+    /// It prints counts, never a link: no token is signed for it.
+    fn takes_actions(&self) -> bool {
+        false
+    }
+
+    /// In process: neither paced nor recorded one by one.
+    fn is_local(&self) -> bool {
+        true
+    }
+
     async fn send(&self, alert: &PendingAlert, _: &[TargetActions]) -> Result<(), SinkError> {
         let counter = match alert.kind {
             AlertKind::New => &self.new,

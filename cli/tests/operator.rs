@@ -186,6 +186,36 @@ async fn allowlist_list_and_status_report_what_is_stored() {
         )
         .await
         .expect("warning");
+    // An alert a notifier decided and died before delivering: status shows it with
+    // its age and its (dead) owner.
+    let mut pending = fwdwatch_shared::contracts::Detection::example();
+    pending.fingerprint = "fp9".into();
+    let alert = fwdwatch_notifier::alert::PendingAlert {
+        alert_id: "new:fp9:1".into(),
+        kind: fwdwatch_shared::contracts::AlertKind::New,
+        tenant_id: "tenant-1".into(),
+        fingerprint: Some("fp9".into()),
+        episode: 1,
+        reminder: 0,
+        first_seen: None,
+        created_at: chrono::Utc::now() - chrono::Duration::seconds(600),
+        detection: Some(pending),
+        collector: None,
+        victims: vec![],
+        coverage: None,
+        sinks_done: vec![],
+        sinks_parked: vec![],
+        event_done: false,
+    };
+    fwdwatch_notifier::outbox::save(
+        store.as_ref(),
+        &keys,
+        "host-7-dead01",
+        &alert,
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("outbox entry");
 
     let out = fwdwatch(&env, &["status"]);
     assert!(
@@ -200,6 +230,16 @@ async fn allowlist_list_and_status_report_what_is_stored() {
     );
     assert!(
         text.contains("tenant-2: the GDAP relationship with this customer ends on 2026-12-15"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alert outbox: 1 pending, oldest 10m"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("new:fp9:1")
+            && l.contains("host-7-dead01 (dead)")
+            && l.contains("10m")),
         "{text}"
     );
     assert!(text.contains(&topology.scan_jobs_queue()), "{text}");

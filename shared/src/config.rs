@@ -191,6 +191,14 @@ pub struct SlackSinkSettings {
     /// Base URL of the Slack Web API (tests point it at a local receiver).
     #[serde(default = "default_slack_api_url")]
     pub api_url: String,
+    /// Requests to this sink at once (default: 1 for Slack, 2 for Teams, 4 for the
+    /// webhook). Also bounds how many alerts a crash can send twice.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Least time between two requests to this sink (default: 1s for Slack, whose
+    /// webhooks take about one message a second; none for the others).
+    #[serde(default, with = "humantime_serde")]
+    pub min_interval: Option<Duration>,
     /// Lowest severity sent to this sink.
     #[serde(default)]
     pub min_severity: Option<String>,
@@ -214,6 +222,14 @@ pub struct WebhookSinkSettings {
     /// HMAC key for the `X-Fwdwatch-Signature` header (generic webhook).
     #[serde(default)]
     pub secret: Option<SecretString>,
+    /// Requests to this sink at once (default: 1 for Slack, 2 for Teams, 4 for the
+    /// webhook). Also bounds how many alerts a crash can send twice.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Least time between two requests to this sink (default: 1s for Slack, whose
+    /// webhooks take about one message a second; none for the others).
+    #[serde(default, with = "humantime_serde")]
+    pub min_interval: Option<Duration>,
     #[serde(default)]
     pub min_severity: Option<String>,
     /// Tenant ids routed to this sink; empty routes every tenant (a list, or one
@@ -263,8 +279,9 @@ pub struct NotifierSettings {
     /// How long the state of a detection outlives its last sighting.
     #[serde(default = "default_state_ttl", with = "humantime_serde")]
     pub state_ttl: Duration,
-    /// After this, an alert still not delivered (its notifier died or a sink and the
-    /// dead-letter queue were both down) is picked up again by any notifier.
+    /// How long a notifier may go without a heartbeat before it counts as dead and
+    /// another notifier (or its own restart) takes over the alerts it had not yet
+    /// delivered. Heartbeats go every fifth of this.
     #[serde(default = "default_outbox_lease", with = "humantime_serde")]
     pub outbox_lease: Duration,
     /// Scans in a row that could not read a tenant for a passing reason (throttling,
@@ -301,7 +318,7 @@ fn default_state_ttl() -> Duration {
 }
 
 fn default_outbox_lease() -> Duration {
-    Duration::from_secs(300)
+    Duration::from_secs(15)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -574,7 +591,7 @@ sink_backoff = "500ms"
 sink_timeout = "10s"
 campaign_settle = "30s"
 state_ttl = "30d"
-outbox_lease = "5m"
+outbox_lease = "15s"
 
 [actioner]
 listen = "127.0.0.1:8080"

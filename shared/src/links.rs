@@ -121,6 +121,59 @@ impl LinkSigner {
     }
 }
 
+impl LinkSigner {
+    /// Every correctly signed token (expired or not) inside `text`: a log audit asks
+    /// this of everything a service printed (approve / remove tokens must never be
+    /// logged). Candidates are runs of base64url characters around one `.`, so a
+    /// token inside a URL, a JSON string or a `key=value` pair is found too.
+    pub fn find_tokens(&self, text: &str) -> Vec<String> {
+        let is_b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        let bytes = text.as_bytes();
+        let mut found = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if !is_b64(bytes[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && is_b64(bytes[i]) {
+                i += 1;
+            }
+            // `payload.signature`: one dot, then the signature's run.
+            if i + 1 < bytes.len() && bytes[i] == b'.' && is_b64(bytes[i + 1]) {
+                let mut end = i + 1;
+                while end < bytes.len() && is_b64(bytes[end]) {
+                    end += 1;
+                }
+                let candidate = &text[start..end];
+                if self.signature_ok(candidate) {
+                    found.push(candidate.to_owned());
+                }
+                // The signature run may itself start another candidate.
+                i += 1;
+            }
+        }
+        found
+    }
+
+    /// Whether `token` carries a valid signature (expiry not checked).
+    fn signature_ok(&self, token: &str) -> bool {
+        let Some((payload_b64, signature_b64)) = token.split_once('.') else {
+            return false;
+        };
+        let (Ok(payload), Ok(signature)) = (
+            URL_SAFE_NO_PAD.decode(payload_b64),
+            URL_SAFE_NO_PAD.decode(signature_b64),
+        ) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        mac.update(&payload);
+        mac.verify_slice(&signature).is_ok()
+    }
+}
+
 /// A fresh random nonce for a token.
 pub fn new_nonce() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -186,5 +239,20 @@ mod tests {
         for junk in ["", ".", "abc", "a.b.c", "!!!.???"] {
             assert!(signer.verify(junk, now).is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn tokens_are_found_wherever_they_were_printed() {
+        let signer = LinkSigner::new("0123456789abcdef0123");
+        let now = Utc::now();
+        let live = signer.sign(&claims(now.timestamp() + 60));
+        let expired = signer.sign(&claims(now.timestamp() - 60));
+        let foreign =
+            LinkSigner::new("another-secret-entirely").sign(&claims(now.timestamp() + 60));
+        let log = format!(
+            "INFO approve=https://a.example/act/{live} x\n{{\"remove\":\"{expired}\"}} other={foreign} v1.2.3 a.b"
+        );
+        assert_eq!(signer.find_tokens(&log), vec![live, expired]);
+        assert!(signer.find_tokens("nothing here. at all.").is_empty());
     }
 }

@@ -105,11 +105,12 @@ pub async fn note_victim(
 }
 
 /// Takes the campaigns whose settle time is over and turns each into an alert
-/// (written to the outbox; the caller delivers them).
+/// (written to the outbox, owned by `owner`; the caller delivers them).
 pub async fn take_due(
     store: &dyn Store,
     keys: &Keys,
     config: &LifecycleConfig,
+    owner: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<PendingAlert>, StoreError> {
     let due = store
@@ -155,6 +156,7 @@ pub async fn take_due(
         crate::outbox::save(
             store,
             keys,
+            owner,
             &alert,
             now + chrono::Duration::from_std(config.outbox_lease)
                 .unwrap_or(chrono::Duration::minutes(5)),

@@ -69,6 +69,9 @@ pub struct CoverageTracker {
     config: LifecycleConfig,
     /// Dark scans in a row, for a passing reason, before coverage counts as lost.
     failures_to_lose: u32,
+    /// This notifier's outbox (its instance id): the coverage alerts it decides are
+    /// its to deliver, and another notifier's to take over if it dies.
+    owner: String,
 }
 
 /// Whether a failure will not pass by itself: someone must act.
@@ -88,12 +91,14 @@ impl CoverageTracker {
         keys: Keys,
         config: LifecycleConfig,
         failures_to_lose: u32,
+        owner: impl Into<String>,
     ) -> Self {
         Self {
             store,
             keys,
             config,
             failures_to_lose: failures_to_lose.max(1),
+            owner: owner.into(),
         }
     }
 
@@ -352,6 +357,7 @@ impl CoverageTracker {
         crate::outbox::save(
             self.store.as_ref(),
             &self.keys,
+            &self.owner,
             alert,
             now + chrono_duration(self.config.outbox_lease),
         )

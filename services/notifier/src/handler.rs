@@ -4,12 +4,17 @@
 //! Failure policy (at-least-once, nothing lost):
 //! - a detection that can never be tracked (bad fingerprint, no targets) is
 //!   rejected → dead-lettered with the reason;
-//! - the store unavailable → `Retry`: the message is not acked and comes back;
+//! - the store unavailable → the lifecycle call is tried again for up to
+//!   [`RIDE_OUT`] (a Redis restart should not burn the message's deliveries), then
+//!   `Retry`: the message is not acked and comes back;
 //! - once the lifecycle decided, the alert sits in the outbox, so delivery
-//!   problems never fail the message: the finding is acked and the dispatcher (or a
-//!   sweeper) finishes the delivery or parks it.
+//!   problems never fail the message: the finding is acked and the dispatcher (or,
+//!   if this notifier dies, the instance that takes its outbox over) finishes the
+//!   delivery or parks it.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -21,7 +26,13 @@ use crate::coverage::CoverageTracker;
 use crate::finding::Finding;
 use crate::lifecycle::{LifecycleError, Observed, Tracker, validate};
 use crate::outbox::Dispatcher;
+use crate::sinks::text::visible;
 use crate::stats::Stats;
+
+/// How long one delivery of a finding waits for Redis to come back before the
+/// finding is given back to the queue (each give-back counts towards
+/// `amqp.delivery_limit`, after which it would be dead-lettered).
+pub const RIDE_OUT: Duration = Duration::from_secs(5);
 
 pub struct FindingsHandler {
     tracker: Arc<dyn Tracker>,
@@ -95,8 +106,7 @@ impl FindingsHandler {
             ))
         })?;
         let observed = self
-            .tracker
-            .observe(&detection, Utc::now())
+            .ride_out(|| self.tracker.observe(&detection, Utc::now()))
             .await
             .map_err(retry)?;
         match observed {
@@ -106,11 +116,12 @@ impl FindingsHandler {
             Observed::Silent => self.stats.silent(),
             Observed::Suppressed => {
                 self.stats.suppressed();
+                // Tenant text: invisible characters written out (no forged lines).
                 tracing::debug!(
-                    tenant = %detection.tenant_id,
-                    mailbox = %detection.mailbox_address(),
+                    tenant = %visible(&detection.tenant_id),
+                    mailbox = %visible(detection.mailbox_address()),
                     signal = %detection.signal,
-                    targets = %detection.targets.join(","),
+                    targets = %visible(&detection.targets.join(",")),
                     fingerprint = %detection.fingerprint,
                     "Approved forward; not alerting."
                 );
@@ -150,8 +161,7 @@ impl FindingsHandler {
             self.dispatcher.deliver(alert).await;
         }
         let alerts = self
-            .tracker
-            .resolve(&summary, Utc::now())
+            .ride_out(|| self.tracker.resolve(&summary, Utc::now()))
             .await
             .map_err(retry)?;
         if let Some(records) = &self.records {
@@ -177,6 +187,50 @@ impl FindingsHandler {
         }
         Ok(())
     }
+}
+
+impl FindingsHandler {
+    /// Runs a lifecycle call, trying again while Redis is unreachable, for up to
+    /// [`RIDE_OUT`] (not past shutdown). A repeated call is safe: a decision the
+    /// lost attempt made is already in this notifier's outbox, which delivers it.
+    async fn ride_out<T, F, Fut>(&self, call: F) -> Result<T, LifecycleError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, LifecycleError>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Err(error)
+                    if is_unreachable(&error)
+                        && started.elapsed() + pause < RIDE_OUT
+                        && !self.dispatcher.stopping().is_cancelled() =>
+                {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.dispatcher.stopping().cancelled() => return Err(error),
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Redis is down or restarting (not: a script error, a decode error, a busy lock).
+fn is_unreachable(error: &LifecycleError) -> bool {
+    let source = match error {
+        LifecycleError::Redis { source, .. } => source,
+        LifecycleError::Store(fwdwatch_shared::store::StoreError::Redis { source, .. }) => source,
+        _ => return false,
+    };
+    source.is_io_error()
+        || source.is_connection_dropped()
+        || source.is_connection_refusal()
+        || source.is_timeout()
+        || source.code() == Some("LOADING")
 }
 
 fn retry(error: LifecycleError) -> HandleError {

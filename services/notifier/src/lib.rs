@@ -10,14 +10,17 @@
 //! See `docs/notifier.md` for the formats and the lifecycle.
 //!
 //! Entry points:
-//! - [`run`] — the service: RabbitMQ, Redis, the Lua lifecycle ([`RedisTracker`]).
+//! - [`run`] — the service: RabbitMQ, Redis, the Lua lifecycle ([`RedisTracker`])
+//!   and the Lua outbox ([`outbox::RedisOutbox`]).
 //! - [`run_with`] — any bus and store (the CLI's all-in-one mode: `MemoryBus` +
-//!   `MemoryStore`); alerts are printed by the log sink with their links.
-//! - [`Notifier`] — the same with options: another tracker, extra sinks, counters.
+//!   `MemoryStore`); alerts are also written by the log sink (never with links).
+//! - [`Notifier`] — the same with options: another tracker and outbox, extra sinks,
+//!   counters.
 //!
 //! Modules: [`lifecycle`] (the state machine), [`redis_tracker`] (its Lua twin),
 //! [`coverage`] (tenants that can no longer be read; forwards fwdwatch removed),
-//! [`campaign`], [`outbox`] (delivery, retries, parking), [`sinks`], [`handler`].
+//! [`campaign`], [`outbox`] (ownership, delivery, pace, retries, parking: crash-safe
+//! delivery), [`sinks`], [`handler`].
 
 pub mod alert;
 pub mod campaign;
@@ -51,10 +54,10 @@ pub use stats::{Snapshot, Stats};
 use crate::alert::ActionSigner;
 use crate::handler::FindingsHandler;
 use crate::lifecycle::LifecycleConfig;
-use crate::outbox::{Dispatcher, DispatcherParts};
+use crate::outbox::{Dispatcher, DispatcherParts, OutboxStore, StoreOutbox};
 
-/// How often each notifier looks for due campaigns and stranded outbox entries.
-const TICK: Duration = Duration::from_millis(500);
+/// How often each notifier looks for due campaigns and its own outbox entries to retry.
+const TICK: Duration = outbox::SWEEP_EVERY;
 
 /// Runs the notifier service until `shutdown`: RabbitMQ (`amqp.*`), Redis
 /// (`redis.*`) and the one-round-trip Lua lifecycle.
@@ -68,6 +71,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         LifecycleConfig::from_notifier(&config),
     )
     .await?;
+    let outbox = tracker.outbox(&settings.redis).await?;
     if let Some(listen) = settings
         .telemetry
         .metrics_listen
@@ -83,13 +87,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     Notifier::new(bus, store, settings)?
         .with_tracker(Arc::new(tracker))
+        .with_outbox(Arc::new(outbox))
         .run(shutdown)
         .await
 }
 
-/// Runs the notifier on any bus and store until `shutdown`, with the lifecycle over
-/// the [`Store`] trait ([`StoreTracker`]). Every alert is also printed by the log
-/// sink (target `fwdwatch::alert`, level info) with its approve / remove links.
+/// Runs the notifier on any bus and store until `shutdown`, with the lifecycle and
+/// the outbox over the [`Store`] trait ([`StoreTracker`], [`StoreOutbox`]). Every
+/// alert is also written by the log sink (target `fwdwatch::alert`, level info) with
+/// its fingerprint and the `fwdwatch approve` / `remove` commands, never a link.
 pub async fn run_with(
     bus: Arc<dyn Bus>,
     store: Arc<dyn Store>,
@@ -106,6 +112,7 @@ pub struct Notifier {
     settings: Settings,
     config: NotifierConfig,
     tracker: Option<Arc<dyn Tracker>>,
+    outbox: Option<Arc<dyn OutboxStore>>,
     extra_sinks: Vec<Arc<dyn Sink>>,
     stats: Arc<Stats>,
 }
@@ -124,6 +131,7 @@ impl Notifier {
             settings,
             config,
             tracker: None,
+            outbox: None,
             extra_sinks: Vec::new(),
             stats: Arc::new(Stats::default()),
         })
@@ -133,6 +141,14 @@ impl Notifier {
     #[must_use]
     pub fn with_tracker(mut self, tracker: Arc<dyn Tracker>) -> Self {
         self.tracker = Some(tracker);
+        self
+    }
+
+    /// Uses another outbox store (e.g. [`outbox::RedisOutbox`], from
+    /// [`RedisTracker::outbox`]; pair it with that tracker). Default: over the `Store`.
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: Arc<dyn OutboxStore>) -> Self {
+        self.outbox = Some(outbox);
         self
     }
 
@@ -185,31 +201,44 @@ impl Notifier {
         let mut sinks = sinks::from_config(&self.config);
         sinks.extend(self.extra_sinks.iter().cloned());
 
-        let background = shutdown.child_token();
+        let outbox = self
+            .outbox
+            .clone()
+            .unwrap_or_else(|| Arc::new(StoreOutbox::new(self.store.clone(), keys.clone())));
         let dispatcher = Arc::new(Dispatcher::new(
             sinks,
             actions,
             self.config.sink_attempts,
             self.config.sink_backoff,
-            self.config.outbox_lease,
             DispatcherParts {
                 bus: self.bus.clone(),
                 topology: topology.clone(),
-                store: self.store.clone(),
-                keys: keys.clone(),
-                tracker: tracker.clone(),
+                outbox,
+                owner: tracker.outbox_owner().to_owned(),
+                lease: self.config.outbox_lease,
                 stats: self.stats.clone(),
                 shutdown: shutdown.clone(),
             },
         ));
+        // Known to the other instances before it decides (and so owns) anything.
+        dispatcher
+            .register()
+            .await
+            .context("registering this notifier instance in Redis")?;
         tracing::info!(
             sinks = ?dispatcher.sink_names(),
             links = self.config.signer.is_some(),
             reminder_interval = ?self.config.reminder_interval,
             tracker = ?tracker,
+            instance = dispatcher.owner(),
             "Notifier starting."
         );
 
+        // Heartbeats go on until the very end (past the shutdown signal, while
+        // in-flight deliveries finish); the ticker stops with the consumer.
+        let alive = CancellationToken::new();
+        let heart = tokio::spawn(dispatcher.clone().keep_alive(alive.clone()));
+        let background = CancellationToken::new();
         let ticker = tokio::spawn(tick(
             self.store.clone(),
             keys.clone(),
@@ -223,6 +252,7 @@ impl Notifier {
             keys.clone(),
             LifecycleConfig::from_notifier(&self.config),
             self.config.coverage_failures,
+            dispatcher.owner(),
         ));
         let handler = Arc::new(
             FindingsHandler::new(tracker, coverage, dispatcher.clone(), self.stats.clone())
@@ -243,6 +273,12 @@ impl Notifier {
         if let Err(error) = ticker.await {
             tracing::warn!(%error, "The notifier's ticker task failed.");
         }
+        dispatcher.settle().await;
+        alive.cancel();
+        if let Err(error) = heart.await {
+            tracing::warn!(%error, "The notifier's heartbeat task failed.");
+        }
+        dispatcher.release().await;
         let s = self.stats.snapshot();
         tracing::info!(
             detections = s.detections,
@@ -255,13 +291,17 @@ impl Notifier {
             silent = s.silent,
             stale = s.stale,
             parked = s.parked,
+            throttled = s.throttled,
+            taken_over = s.taken_over,
             "Notifier stopped."
         );
         outcome.context("consuming findings")
     }
 }
 
-/// Every [`TICK`]: announce due campaigns and retry stranded outbox entries.
+/// Every [`TICK`]: announce due campaigns and retry this instance's outbox entries
+/// that are due (each delivery on a task of its own, so the ticker never waits for
+/// a sink).
 async fn tick(
     store: Arc<dyn Store>,
     keys: Keys,
@@ -277,16 +317,16 @@ async fn tick(
             _ = interval.tick() => {}
         }
         let now = Utc::now();
-        match campaign::take_due(store.as_ref(), &keys, &config, now).await {
+        match campaign::take_due(store.as_ref(), &keys, &config, dispatcher.owner(), now).await {
             Ok(alerts) => {
                 for alert in alerts {
-                    dispatcher.deliver(alert).await;
+                    dispatcher.spawn(alert);
                 }
             }
             Err(error) => tracing::warn!(%error, "Checking due campaigns failed; will retry."),
         }
-        if let Err(error) = dispatcher.sweep(now).await {
-            tracing::warn!(%error, "Sweeping the alert outbox failed; will retry.");
+        if let Err(error) = dispatcher.retry_due(now).await {
+            tracing::warn!(%error, "Retrying due outbox entries failed; will retry.");
         }
     }
 }

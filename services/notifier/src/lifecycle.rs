@@ -111,6 +111,8 @@ pub enum LifecycleError {
 pub struct LifecycleConfig {
     pub reminder_interval: Duration,
     pub state_ttl: Duration,
+    /// When a new outbox entry is first retried by its owner's sweeper if the
+    /// delivery begun at once did not finish it (`notifier.outbox_lease`).
     pub outbox_lease: Duration,
     pub campaign_min_tenants: usize,
     pub campaign_min_mailboxes: usize,
@@ -148,9 +150,9 @@ pub trait Tracker: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<Vec<PendingAlert>, LifecycleError>;
 
-    /// Deletes a delivered alert's outbox entry (in one round trip where the
-    /// backend can).
-    async fn clear_outbox(&self, alert_id: &str) -> Result<(), LifecycleError>;
+    /// The notifier instance that owns the outbox entries this tracker writes
+    /// (`Keys::alert_outbox_owned`); the dispatcher delivers them under this id.
+    fn outbox_owner(&self) -> &str;
 }
 
 /// Whether a detection can be tracked at all; the reason otherwise (dead-lettered).
@@ -210,11 +212,21 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 
 /// The lifecycle over any [`Store`]: several commands per sighting, made atomic per
 /// fingerprint by a short lock (`Keys::detection_lock`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreTracker {
     store: Arc<dyn Store>,
     keys: Keys,
     config: LifecycleConfig,
+    owner: String,
+}
+
+/// The prefix only: the store's contents never go into a log line.
+impl std::fmt::Debug for StoreTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTracker")
+            .field("prefix", &self.keys.prefix())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How long a lock is held at most (a notifier that dies holding it).
@@ -228,6 +240,7 @@ impl StoreTracker {
             store,
             keys,
             config,
+            owner: crate::outbox::instance_id(),
         }
     }
 
@@ -322,6 +335,7 @@ impl StoreTracker {
         crate::outbox::save(
             self.store.as_ref(),
             &self.keys,
+            &self.owner,
             alert,
             now + chrono_duration(self.config.outbox_lease),
         )
@@ -645,8 +659,8 @@ impl Tracker for StoreTracker {
         Ok(alerts)
     }
 
-    async fn clear_outbox(&self, alert_id: &str) -> Result<(), LifecycleError> {
-        Ok(crate::outbox::remove(self.store.as_ref(), &self.keys, alert_id).await?)
+    fn outbox_owner(&self) -> &str {
+        &self.owner
     }
 }
 

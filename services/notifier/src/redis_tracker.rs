@@ -49,6 +49,8 @@ pub struct RedisTracker {
     config: LifecycleConfig,
     observe: Script,
     resolve: Script,
+    /// The notifier instance whose outbox index new alerts go into.
+    owner: String,
 }
 
 impl std::fmt::Debug for RedisTracker {
@@ -89,29 +91,16 @@ impl RedisTracker {
             config,
             observe: Script::new(OBSERVE),
             resolve: Script::new(RESOLVE),
+            owner: crate::outbox::instance_id(),
         })
     }
 
-    /// Runs a command (or pipeline) built by `build`, retrying a dropped connection.
-    /// Only for commands that are safe to repeat.
-    async fn query<T, F>(&self, op: &'static str, build: F) -> Result<T, LifecycleError>
-    where
-        T: redis::FromRedisValue + Send,
-        F: Fn() -> redis::Pipeline,
-    {
-        let mut attempt = 1;
-        loop {
-            let mut conn = self.conn.clone();
-            match build().query_async::<T>(&mut conn).await {
-                Ok(value) => return Ok(value),
-                Err(err) if attempt < ATTEMPTS && is_transient(&err) => {
-                    tracing::warn!(op, attempt, error = %err, "Redis connection problem; retrying.");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt - 1))).await;
-                    attempt += 1;
-                }
-                Err(source) => return Err(LifecycleError::Redis { op, source }),
-            }
-        }
+    /// The outbox store on the same Redis, for this tracker's dispatcher.
+    pub async fn outbox(
+        &self,
+        settings: &RedisSettings,
+    ) -> Result<crate::outbox::RedisOutbox, StoreError> {
+        crate::outbox::RedisOutbox::connect(settings, self.keys.clone()).await
     }
 
     /// Runs a prepared invocation, retrying a dropped connection (see module docs).
@@ -162,7 +151,7 @@ impl Tracker for RedisTracker {
             .key(self.keys.open_fingerprints(&d.tenant_id))
             .key(self.keys.reminders_due())
             .key(self.keys.alert_outbox())
-            .key(self.keys.alert_outbox_due())
+            .key(self.keys.alert_outbox_owned(&self.owner))
             .key(self.keys.campaigns_due());
         for target in &d.targets {
             inv.key(
@@ -222,7 +211,7 @@ impl Tracker for RedisTracker {
         inv.key(self.keys.open_fingerprints(&summary.tenant.id))
             .key(self.keys.reminders_due())
             .key(self.keys.alert_outbox())
-            .key(self.keys.alert_outbox_due())
+            .key(self.keys.alert_outbox_owned(&self.owner))
             .arg(self.keys.detection(""))
             .arg(stamp(summary.started_at))
             .arg(stamp(now))
@@ -248,17 +237,7 @@ impl Tracker for RedisTracker {
             .collect()
     }
 
-    async fn clear_outbox(&self, alert_id: &str) -> Result<(), LifecycleError> {
-        let (outbox, due) = (self.keys.alert_outbox(), self.keys.alert_outbox_due());
-        self.query::<(), _>("clear_outbox", || {
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hdel(&outbox, alert_id)
-                .ignore()
-                .zrem(&due, alert_id)
-                .ignore();
-            pipe
-        })
-        .await
+    fn outbox_owner(&self) -> &str {
+        &self.owner
     }
 }

@@ -13,6 +13,8 @@ use fwdwatch_shared::contracts::Severity;
 use fwdwatch_shared::links::LinkSigner;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::sinks::SinkLimits;
+
 /// A setting that cannot be used, named by its key.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {key}: {reason}")]
@@ -64,6 +66,7 @@ pub enum SlackMode {
 pub struct SlackConfig {
     pub mode: SlackMode,
     pub route: Route,
+    pub limits: SinkLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +74,7 @@ pub struct TeamsConfig {
     /// The Power Automate Workflows URL; its `sig=` query is the credential.
     pub url: SecretString,
     pub route: Route,
+    pub limits: SinkLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +84,27 @@ pub struct WebhookConfig {
     /// HMAC key of `X-Fwdwatch-Signature`.
     pub secret: Option<SecretString>,
     pub route: Route,
+    pub limits: SinkLimits,
 }
+
+/// Default pace of each sink: Slack takes about one message a second per channel
+/// (incoming webhooks and `chat.postMessage` alike); Teams Workflows and generic
+/// receivers take a few requests at once.
+pub const SLACK_LIMITS: SinkLimits = SinkLimits {
+    concurrency: 1,
+    min_interval: Duration::from_secs(1),
+};
+pub const TEAMS_LIMITS: SinkLimits = SinkLimits {
+    concurrency: 2,
+    min_interval: Duration::ZERO,
+};
+pub const WEBHOOK_LIMITS: SinkLimits = SinkLimits {
+    concurrency: 4,
+    min_interval: Duration::ZERO,
+};
+
+/// The least `notifier.outbox_lease` (heartbeats go every fifth of it).
+pub const MIN_OUTBOX_LEASE: Duration = Duration::from_secs(3);
 
 /// Everything the notifier reads from `Settings`, checked.
 #[derive(Debug, Clone)]
@@ -93,6 +117,7 @@ pub struct NotifierConfig {
     pub campaign_min_mailboxes: usize,
     pub campaign_settle: Duration,
     pub state_ttl: Duration,
+    /// How long a notifier may miss heartbeats before its outbox is taken over.
     pub outbox_lease: Duration,
     /// Dark scans in a row (for a passing reason) before coverage is lost.
     pub coverage_failures: u32,
@@ -142,6 +167,25 @@ fn check_url(key: &str, url: &SecretString) -> Result<(), SettingsError> {
     }
 }
 
+fn limits(
+    prefix: &str,
+    concurrency: Option<usize>,
+    min_interval: Option<Duration>,
+    default: SinkLimits,
+) -> Result<SinkLimits, SettingsError> {
+    let concurrency = concurrency.unwrap_or(default.concurrency);
+    if concurrency == 0 || concurrency > 256 {
+        return Err(invalid(
+            &format!("{prefix}.concurrency"),
+            "must be between 1 and 256",
+        ));
+    }
+    Ok(SinkLimits {
+        concurrency,
+        min_interval: min_interval.unwrap_or(default.min_interval),
+    })
+}
+
 fn route(
     prefix: &str,
     min_severity: Option<&String>,
@@ -184,17 +228,14 @@ impl NotifierConfig {
         if n.sink_attempts == 0 {
             return Err(invalid("notifier.sink_attempts", "must be at least 1"));
         }
-        // A notifier may still be retrying a sink when the lease runs out; another
-        // one picking the alert up then would send it twice.
-        let longest_delivery = n.sink_timeout.saturating_mul(n.sink_attempts)
-            + n.sink_backoff
-                .saturating_mul(2u32.saturating_pow(n.sink_attempts.min(16)));
-        if n.outbox_lease <= longest_delivery.min(Duration::from_secs(3600)) {
+        // Liveness, not a delivery deadline: a live notifier keeps its alerts however
+        // long a sink takes; a dead one's are taken over after this.
+        if n.outbox_lease < MIN_OUTBOX_LEASE || n.outbox_lease > Duration::from_secs(3600) {
             return Err(invalid(
                 "notifier.outbox_lease",
                 format!(
-                    "must be longer than one delivery can take (sink_attempts × sink_timeout + back-off ≈ {}s)",
-                    longest_delivery.as_secs()
+                    "must be between {}s and 1h (a notifier missing heartbeats this long counts as dead)",
+                    MIN_OUTBOX_LEASE.as_secs()
                 ),
             ));
         }
@@ -216,6 +257,12 @@ impl NotifierConfig {
             None => None,
             Some(s) => {
                 let route = route("notifier.sinks.slack", s.min_severity.as_ref(), &s.tenants)?;
+                let slack_limits = limits(
+                    "notifier.sinks.slack",
+                    s.concurrency,
+                    s.min_interval,
+                    SLACK_LIMITS,
+                )?;
                 let bot = present(s.bot_token.as_ref());
                 let webhook = present(s.webhook_url.as_ref());
                 match (bot, webhook) {
@@ -246,6 +293,7 @@ impl NotifierConfig {
                                 channel,
                             },
                             route,
+                            limits: slack_limits,
                         })
                     }
                     (None, Some(url)) => {
@@ -253,6 +301,7 @@ impl NotifierConfig {
                         Some(SlackConfig {
                             mode: SlackMode::Webhook(url),
                             route,
+                            limits: slack_limits,
                         })
                     }
                     (None, None) => None,
@@ -275,6 +324,12 @@ impl NotifierConfig {
                                 t.min_severity.as_ref(),
                                 &t.tenants,
                             )?,
+                            limits: limits(
+                                "notifier.sinks.teams",
+                                t.concurrency,
+                                t.min_interval,
+                                TEAMS_LIMITS,
+                            )?,
                         })
                     }
                 }
@@ -294,6 +349,12 @@ impl NotifierConfig {
                             "notifier.sinks.webhook",
                             w.min_severity.as_ref(),
                             &w.tenants,
+                        )?,
+                        limits: limits(
+                            "notifier.sinks.webhook",
+                            w.concurrency,
+                            w.min_interval,
+                            WEBHOOK_LIMITS,
                         )?,
                     })
                 }
@@ -347,6 +408,27 @@ mod tests {
         assert_eq!(config.reminder_interval, Duration::from_secs(24 * 3600));
         assert_eq!(config.campaign_min_tenants, 2);
         assert_eq!(config.link_ttl, Duration::from_secs(72 * 3600));
+        assert_eq!(
+            config.outbox_lease,
+            Duration::from_secs(15),
+            "taken over within 30 s"
+        );
+    }
+
+    #[test]
+    fn sink_pace_is_configurable() {
+        let config = NotifierConfig::from_settings(&load(&[
+            (
+                "FWDWATCH__NOTIFIER__SINKS__SLACK__WEBHOOK_URL",
+                "https://hooks.slack.com/x",
+            ),
+            ("FWDWATCH__NOTIFIER__SINKS__SLACK__CONCURRENCY", "2"),
+            ("FWDWATCH__NOTIFIER__SINKS__SLACK__MIN_INTERVAL", "250ms"),
+        ]))
+        .expect("valid");
+        let slack = config.slack.expect("slack");
+        assert_eq!(slack.limits.concurrency, 2);
+        assert_eq!(slack.limits.min_interval, Duration::from_millis(250));
     }
 
     #[test]
@@ -372,7 +454,12 @@ mod tests {
         assert!(slack.route.accepts_severity(Severity::High));
         assert!(!slack.route.accepts_severity(Severity::Medium));
         assert!(config.teams.is_some());
+        assert_eq!(
+            slack.limits, SLACK_LIMITS,
+            "Slack: one message a second by default"
+        );
         let webhook = config.webhook.expect("webhook");
+        assert_eq!(webhook.limits, WEBHOOK_LIMITS);
         assert!(webhook.route.accepts_tenant("t2"));
         assert!(!webhook.route.accepts_tenant("t3"));
         assert!(config.signer.is_some());
@@ -406,9 +493,23 @@ mod tests {
         assert!(!err.to_string().contains("secret-token"), "{err}");
 
         let err =
-            NotifierConfig::from_settings(&load(&[("FWDWATCH__NOTIFIER__OUTBOX_LEASE", "5s")]))
-                .expect_err("lease shorter than a delivery");
+            NotifierConfig::from_settings(&load(&[("FWDWATCH__NOTIFIER__OUTBOX_LEASE", "1s")]))
+                .expect_err("lease shorter than three heartbeats");
         assert!(err.to_string().contains("notifier.outbox_lease"), "{err}");
+
+        let err = NotifierConfig::from_settings(&load(&[
+            (
+                "FWDWATCH__NOTIFIER__SINKS__WEBHOOK__URL",
+                "http://127.0.0.1:9/h",
+            ),
+            ("FWDWATCH__NOTIFIER__SINKS__WEBHOOK__CONCURRENCY", "0"),
+        ]))
+        .expect_err("no concurrency");
+        assert!(
+            err.to_string()
+                .contains("notifier.sinks.webhook.concurrency"),
+            "{err}"
+        );
 
         let err = NotifierConfig::from_settings(&load(&[(
             "FWDWATCH__NOTIFIER__SINKS__SLACK__BOT_TOKEN",

@@ -31,6 +31,9 @@ pub struct Stats {
     reappeared: AtomicU64,
     sink_failures: AtomicU64,
     parked: AtomicU64,
+    throttled: AtomicU64,
+    taken_over: AtomicU64,
+    deferred: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -54,6 +57,12 @@ pub struct Snapshot {
     pub reappeared: u64,
     pub sink_failures: u64,
     pub parked: u64,
+    /// `429` answers from sinks (waited out, not counted as failures).
+    pub throttled: u64,
+    /// Outbox entries taken over from dead notifier instances (or adopted).
+    pub taken_over: u64,
+    /// Deliveries left unfinished for the owner to retry.
+    pub deferred: u64,
 }
 
 fn inc(counter: &AtomicU64) {
@@ -91,6 +100,15 @@ impl Stats {
     pub fn parked(&self) {
         inc(&self.parked);
         metrics().alerts_parked.add(1, &[]);
+    }
+    pub fn throttled(&self) {
+        inc(&self.throttled);
+    }
+    pub fn taken_over(&self, alerts: u64) {
+        self.taken_over.fetch_add(alerts, Ordering::Relaxed);
+    }
+    pub fn deferred(&self) {
+        inc(&self.deferred);
     }
     /// One sink took one alert.
     pub fn sink_sent(&self, kind: AlertKind, sink: &str) {
@@ -134,6 +152,9 @@ impl Stats {
             reappeared: get(&self.reappeared),
             sink_failures: get(&self.sink_failures),
             parked: get(&self.parked),
+            throttled: get(&self.throttled),
+            taken_over: get(&self.taken_over),
+            deferred: get(&self.deferred),
         }
     }
 }

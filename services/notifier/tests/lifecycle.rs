@@ -559,15 +559,27 @@ async fn a_collector_in_three_tenants_is_one_campaign() {
             "{n}: {due:?}"
         );
         assert!(
-            campaign::take_due(b.store.as_ref(), &b.keys, &config(), now)
-                .await
-                .expect("take")
-                .is_empty(),
+            campaign::take_due(
+                b.store.as_ref(),
+                &b.keys,
+                &config(),
+                b.tracker.outbox_owner(),
+                now
+            )
+            .await
+            .expect("take")
+            .is_empty(),
             "{n}: not before the settle time"
         );
-        let alerts = campaign::take_due(b.store.as_ref(), &b.keys, &config(), now + secs(11))
-            .await
-            .expect("take");
+        let alerts = campaign::take_due(
+            b.store.as_ref(),
+            &b.keys,
+            &config(),
+            b.tracker.outbox_owner(),
+            now + secs(11),
+        )
+        .await
+        .expect("take");
         assert_eq!(alerts.len(), 1, "{n}");
         let c = &alerts[0];
         assert_eq!(c.kind, AlertKind::Campaign, "{n}");
@@ -575,10 +587,16 @@ async fn a_collector_in_three_tenants_is_one_campaign() {
         assert_eq!(c.victims.len(), 3, "{n}: every victim listed");
         assert_eq!(c.tenants().len(), 3, "{n}");
         assert!(
-            campaign::take_due(b.store.as_ref(), &b.keys, &config(), now + secs(20))
-                .await
-                .expect("take")
-                .is_empty(),
+            campaign::take_due(
+                b.store.as_ref(),
+                &b.keys,
+                &config(),
+                b.tracker.outbox_owner(),
+                now + secs(20)
+            )
+            .await
+            .expect("take")
+            .is_empty(),
             "{n}: once"
         );
 
@@ -592,10 +610,16 @@ async fn a_collector_in_three_tenants_is_one_campaign() {
             "{n}"
         );
         assert!(
-            campaign::take_due(b.store.as_ref(), &b.keys, &config(), now + secs(40))
-                .await
-                .expect("take")
-                .is_empty(),
+            campaign::take_due(
+                b.store.as_ref(),
+                &b.keys,
+                &config(),
+                b.tracker.outbox_owner(),
+                now + secs(40)
+            )
+            .await
+            .expect("take")
+            .is_empty(),
             "{n}"
         );
 
@@ -769,7 +793,13 @@ async fn a_removed_forward_is_quiet_until_it_reappears() {
             t0(),
         );
         alert(b.tracker.observe(&rule, t0()).await.expect("o"), n);
-        let coverage = CoverageTracker::new(b.store.clone(), b.keys.clone(), config(), 3);
+        let coverage = CoverageTracker::new(
+            b.store.clone(),
+            b.keys.clone(),
+            config(),
+            3,
+            b.tracker.outbox_owner(),
+        );
         let removed_at = t0() + secs(60);
         assert_eq!(
             coverage
@@ -851,7 +881,13 @@ fn dark(
 async fn lost_coverage_alerts_once_reminds_and_is_restored() {
     for b in backends().await {
         let n = b.name;
-        let coverage = CoverageTracker::new(b.store.clone(), b.keys.clone(), config(), 3);
+        let coverage = CoverageTracker::new(
+            b.store.clone(),
+            b.keys.clone(),
+            config(),
+            3,
+            b.tracker.outbox_owner(),
+        );
         let open = detection(
             9,
             "o@c9.example",

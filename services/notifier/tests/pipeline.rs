@@ -106,7 +106,10 @@ impl Harness {
             )
             .await
             .expect("tracker");
-            notifier = notifier.with_tracker(Arc::new(tracker));
+            let outbox = tracker.outbox(&self.settings.redis).await.expect("outbox");
+            notifier = notifier
+                .with_tracker(Arc::new(tracker))
+                .with_outbox(Arc::new(outbox));
         }
         let stats = notifier.stats();
         let task = tokio::spawn(notifier.run(self.shutdown.clone()));

@@ -147,22 +147,47 @@ impl Keys {
 
     /// Alerts decided but not yet delivered everywhere (hash: alert id → pending
     /// alert JSON). Written in the same atomic step as the state change that decided
-    /// the alert, deleted once every sink took it (or it was parked), so a notifier
-    /// that dies in between loses nothing. Owner: notifier. No TTL.
+    /// the alert, and owned from then on by exactly one notifier instance (the one
+    /// whose [`alert_outbox_owned`](Keys::alert_outbox_owned) index lists it);
+    /// rewritten as each sink accepts it, deleted once every sink took it (or it was
+    /// parked). Owner: notifier. No TTL.
     pub fn alert_outbox(&self) -> String {
         self.key("alert_outbox", &[])
     }
 
-    /// When each outbox entry may be picked up by any notifier (sorted set: member =
-    /// alert id, score = Unix seconds). Owner: notifier. No TTL.
+    /// Outbox entries written by notifiers from before owned outboxes (sorted set:
+    /// member = alert id, score = when any notifier may retry it). Only read now: a
+    /// running notifier adopts what is due here. Owner: notifier. No TTL.
     pub fn alert_outbox_due(&self) -> String {
         self.key("alert_outbox_due", &[])
     }
 
-    /// Claim (`claim`, SET NX) on retrying one outbox entry, so one notifier at a
-    /// time delivers it. Owner: notifier. TTL: `notifier.outbox_lease`.
-    pub fn alert_outbox_claim(&self, alert_id: &str) -> String {
-        self.key("alert_outbox_claim", &[alert_id])
+    /// The outbox entries one notifier instance owns (sorted set: member = alert id,
+    /// score = when its owner retries it, Unix seconds). Only the owner delivers them;
+    /// when the owner's [`notifier_heartbeat`](Keys::notifier_heartbeat) is gone, any
+    /// live notifier moves them into its own index. `instance` is a notifier instance
+    /// id (`[A-Za-z0-9._-]`). Owner: notifier. No TTL (deleted when taken over).
+    pub fn alert_outbox_owned(&self, instance: &str) -> String {
+        self.key("alert_outbox_owned", &[instance])
+    }
+
+    /// One notifier instance is alive (string: when it started). Refreshed every few
+    /// seconds; deleted on a graceful stop. Owner: notifier. TTL: `notifier.outbox_lease`.
+    pub fn notifier_heartbeat(&self, instance: &str) -> String {
+        self.key("notifier_heartbeat", &[instance])
+    }
+
+    /// Every notifier instance that may own outbox entries (set of instance ids). An
+    /// instance leaves it when its entries are taken over. Owner: notifier. No TTL.
+    pub fn notifier_instances(&self) -> String {
+        self.key("notifier_instances", &[])
+    }
+
+    /// Claim (`claim`, SET NX) on taking over a dead instance's outbox, for notifiers
+    /// without Lua (the generic store path), so two cannot both take the same entries.
+    /// Owner: notifier. TTL: a few seconds.
+    pub fn notifier_takeover_lock(&self, instance: &str) -> String {
+        self.key("notifier_takeover_lock", &[instance])
     }
 
     /// One tenant's scan coverage (hash): `state` = `ok` / `lost`, `since`,
@@ -395,7 +420,10 @@ mod tests {
             keys.audit_refused(),
             keys.tenants(),
             keys.tenant_lock("t"),
-            keys.alert_outbox_claim("a"),
+            keys.alert_outbox_owned("n1"),
+            keys.notifier_heartbeat("n1"),
+            keys.notifier_instances(),
+            keys.notifier_takeover_lock("n1"),
             keys.command_claim("c"),
             keys.command_result("c"),
             keys.link_nonce("n"),

@@ -22,9 +22,20 @@ use tokio::time::Instant;
 use super::{Store, StoreError, StreamEntry};
 
 /// An in-process [`Store`]. Clones share the same data.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MemoryStore {
     keyspace: Arc<Mutex<Keyspace>>,
+}
+
+/// Only the number of keys: the contents (approvals, command results, link nonces,
+/// the notifier's state) must never end up in a log line through `{:?}`.
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.lock().entries.len();
+        f.debug_struct("MemoryStore")
+            .field("keys", &keys)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -599,6 +610,19 @@ mod tests {
         assert_eq!(store.lock().entries.len(), 2, "expired but still held");
         assert_eq!(store.purge_expired(), 1);
         assert_eq!(store.get("kept").await.expect("get").as_deref(), Some("v"));
+    }
+
+    #[tokio::test]
+    async fn debug_output_never_shows_contents() {
+        let store = MemoryStore::new();
+        store
+            .set("link_nonce:n1", "secret-token-value", None)
+            .await
+            .expect("set");
+        let shown = format!("{store:?}");
+        assert!(!shown.contains("secret-token-value"), "{shown}");
+        assert!(!shown.contains("link_nonce"), "{shown}");
+        assert!(shown.contains("keys: 1"), "{shown}");
     }
 
     #[tokio::test]

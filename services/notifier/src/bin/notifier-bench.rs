@@ -16,6 +16,10 @@
 //!    decision, outbox, signed links, log sink filtered at warn, AlertEvent);
 //! 3. repeat scan: the same N detections from a later scan — the steady state of a
 //!    daily scan, where almost every forward is already known (silent).
+//!
+//! Besides the rates it prints the CPU time this process spent per detection in each
+//! notifier phase (from `/proc/self/stat`): on a shared machine it moves far less
+//! than the rates, so it is what shows a change in the notifier's own cost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,6 +144,7 @@ async fn phases(
             .collect::<Vec<_>>()
     };
     let (mut raws, mut firsts, mut repeats) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut first_cpus, mut repeat_cpus) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
         let t0 = Utc::now();
         // Fresh fingerprints every round, so "first scan" really is new each time.
@@ -160,10 +165,9 @@ async fn phases(
 
         // 2. First scan: every detection is new and alerts.
         publish(&bus, findings(&detections)).await?;
-        let first = rate(
-            n,
-            run_notifier(settings, bus.clone(), store.clone(), n as u64).await?,
-        );
+        let (took, cpu) = run_notifier(settings, bus.clone(), store.clone(), n as u64).await?;
+        let first = rate(n, took);
+        let first_cpu = cpu * 1e6 / n as f64;
 
         // 3. Repeat scan: the same forwards seen an hour later — silent.
         let later: Vec<Detection> = detections
@@ -175,16 +179,20 @@ async fn phases(
             })
             .collect();
         publish(&bus, findings(&later)).await?;
-        let repeat = rate(
-            n,
-            run_notifier(settings, bus.clone(), store.clone(), n as u64).await?,
-        );
+        let (took, cpu) = run_notifier(settings, bus.clone(), store.clone(), n as u64).await?;
+        let repeat = rate(n, took);
+        let repeat_cpu = cpu * 1e6 / n as f64;
         println!(
             "round {}: raw {raw:>7.0} msg/s | first scan {first:>7.0} det/s ({:>3.0} %) | repeat scan {repeat:>7.0} det/s ({:>3.0} %)",
             round + 1,
             100.0 * first / raw,
             100.0 * repeat / raw
         );
+        println!(
+            "         notifier CPU (this process): first scan {first_cpu:>5.0} µs/det | repeat scan {repeat_cpu:>5.0} µs/det"
+        );
+        first_cpus.push(first_cpu);
+        repeat_cpus.push(repeat_cpu);
         raws.push(raw);
         firsts.push(first);
         repeats.push(repeat);
@@ -198,6 +206,11 @@ async fn phases(
     println!(
         "median notifier, repeat scan      {repeat:>7.0} det/s  {:>3.0} % of raw",
         100.0 * repeat / raw
+    );
+    println!(
+        "median notifier CPU per detection: first scan {:.0} µs, repeat scan {:.0} µs",
+        median(first_cpus),
+        median(repeat_cpus)
     );
     Ok(())
 }
@@ -298,13 +311,36 @@ async fn raw_consume(
     Ok(elapsed)
 }
 
-/// Runs a fresh notifier (Lua tracker) until it handled `n` findings; returns the time.
+/// CPU seconds (user + system) this process has used so far, from
+/// `/proc/self/stat` (in USER_HZ = 100 ticks a second); 0 where unavailable. Unlike
+/// wall time, it hardly moves when other processes share the cores.
+fn process_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs a fresh notifier (Lua tracker) until it handled `n` findings; returns the
+/// time and the CPU seconds it used.
 async fn run_notifier(
     settings: &Settings,
     bus: Arc<dyn Bus>,
     store: Arc<dyn Store>,
     n: u64,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, f64)> {
     let config = NotifierConfig::from_settings(settings)?;
     let tracker = RedisTracker::connect(
         &settings.redis,
@@ -312,10 +348,14 @@ async fn run_notifier(
         LifecycleConfig::from_notifier(&config),
     )
     .await?;
-    let notifier = Notifier::new(bus, store, settings.clone())?.with_tracker(Arc::new(tracker));
+    let outbox = tracker.outbox(&settings.redis).await?;
+    let notifier = Notifier::new(bus, store, settings.clone())?
+        .with_tracker(Arc::new(tracker))
+        .with_outbox(Arc::new(outbox));
     let stats = notifier.stats();
     let shutdown = CancellationToken::new();
     let started = Instant::now();
+    let cpu_started = process_cpu();
     let task = tokio::spawn(notifier.run(shutdown.clone()));
     let deadline = Instant::now() + Duration::from_secs(300);
     while stats.snapshot().handled < n {
@@ -328,7 +368,8 @@ async fn run_notifier(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu_started;
     shutdown.cancel();
     task.await??;
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }

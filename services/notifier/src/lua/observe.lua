@@ -2,7 +2,7 @@
 -- Mirrors lifecycle::StoreTracker::observe_locked; both run the same test suite.
 --
 -- KEYS[1] detection hash   KEYS[2] open set (tenant)   KEYS[3] reminders_due zset
--- KEYS[4] outbox hash      KEYS[5] outbox_due zset     KEYS[6] campaigns_due zset
+-- KEYS[4] outbox hash      KEYS[5] owned outbox zset   KEYS[6] campaigns_due zset
 -- then, per target i (0-based): KEYS[7+3i] allowlist key, KEYS[8+3i] campaign set,
 -- KEYS[9+3i] campaign_alerted flag.
 -- ARGV[1] fingerprint  [2] tenant  [3] mailbox ('' tenant-wide)  [4] signal

@@ -1,7 +1,7 @@
 -- fwdwatch notifier: a tenant's scan ended; resolve the open detections it would
 -- have seen and did not. Mirrors lifecycle::StoreTracker::resolve.
 --
--- KEYS[1] open set (tenant)  KEYS[2] reminders_due  KEYS[3] outbox  KEYS[4] outbox_due
+-- KEYS[1] open set (tenant)  KEYS[2] reminders_due  KEYS[3] outbox  KEYS[4] this notifier's owned outbox index
 -- ARGV[1] detection key prefix  [2] scan started_at (fixed-width RFC 3339)
 -- [3] now (same format)  [4] outbox due, Unix seconds  [5] state TTL, seconds
 -- [6] covered signals, space-separated  [7] mailboxes not read (lower case),

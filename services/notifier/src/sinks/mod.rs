@@ -1,11 +1,19 @@
 //! Where alerts go: one small [`Sink`] per destination (Slack, Teams, a generic
 //! JSON webhook, the log), each rendering the same [`PendingAlert`] in its own
-//! format. Routing (severity, tenants), signing of actions, retries, back-off and
-//! parking live once in `outbox::Dispatcher`; a sink only renders and sends once.
+//! format. Routing (severity, tenants), signing of actions, pacing ([`gate`]),
+//! retries, back-off and parking live once in `outbox::Dispatcher`; a sink only
+//! renders and sends once.
 //!
 //! Secrets (webhook URLs, the bot token) are held as `SecretString` and never
-//! appear in errors: transport errors are stripped of their URL.
+//! appear in errors: transport errors are stripped of their URL, and the dispatcher
+//! strips the alert's action tokens from any error text a receiver echoes back.
+//!
+//! Rule names, display names, customer names and addresses come from tenants and are
+//! attacker-controlled: every renderer keeps them text — never a link, a mention or
+//! formatting — with the helpers of [`text`] (`visible`, `defuse_links`) and its own
+//! format's escaping.
 
+pub mod gate;
 pub mod log;
 pub mod slack;
 pub mod teams;
@@ -17,8 +25,24 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fwdwatch_shared::contracts::{AlertKind, DeliveryPath, Detection, HidingAction, Signal};
 
+pub use gate::{GatePass, SinkGate, SinkLimits};
+
 use crate::alert::{PendingAlert, TargetActions};
 use crate::settings::{NotifierConfig, Route};
+
+/// What a sink knows about the delivery it is asked to make.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendContext {
+    /// An earlier attempt may have reached the receiver (a retry after a timeout, or
+    /// an alert taken over from a notifier that died mid-send): a sink that can find
+    /// its earlier message updates it instead of sending another.
+    pub maybe_sent_before: bool,
+    /// When set, any earlier message was sent before this instant (by another
+    /// process, or an earlier delivery): what the sink read of the receiver after it
+    /// is good enough to look in. `None`: an attempt of this delivery may have just
+    /// reached it, so look afresh.
+    pub sent_before: Option<std::time::Instant>,
+}
 
 /// A destination for alerts.
 #[async_trait]
@@ -31,8 +55,36 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
     fn route(&self) -> &Route;
 
     /// Sends `alert` once. `actions` holds the signed approve / remove pair per target
-    /// (empty when links are disabled or the alert cannot be acted on).
+    /// (empty when links are disabled, the alert cannot be acted on, or the sink does
+    /// not [take actions](Sink::takes_actions)).
     async fn send(&self, alert: &PendingAlert, actions: &[TargetActions]) -> Result<(), SinkError>;
+
+    /// [`send`](Sink::send) with the delivery's context. Returns a receipt to keep
+    /// with the alert (the Slack Web API's `channel/ts` of the posted message).
+    async fn deliver(
+        &self,
+        alert: &PendingAlert,
+        actions: &[TargetActions],
+        _context: &SendContext,
+    ) -> Result<Option<String>, SinkError> {
+        self.send(alert, actions).await.map(|()| None)
+    }
+
+    /// Whether approve / remove tokens are signed for this sink. A token reaches
+    /// only the channel it was made for; the log is not such a channel.
+    fn takes_actions(&self) -> bool {
+        true
+    }
+
+    /// In-process sinks (the log) are neither paced nor recorded one by one.
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    /// How hard the receiver may be pushed.
+    fn limits(&self) -> SinkLimits {
+        SinkLimits::default()
+    }
 }
 
 /// Why one attempt at a sink failed.
@@ -70,6 +122,81 @@ impl SinkError {
             _ => None,
         }
     }
+
+    /// The receiver said "too many requests": slow down, this is not a failure of
+    /// the alert (it does not count towards `notifier.sink_attempts`).
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, SinkError::Status { status: 429, .. })
+    }
+
+    /// The same error with every occurrence of `secrets` (the alert's action tokens
+    /// and links, which a receiver may echo back in its answer) replaced — and
+    /// anything shaped like a token (`eyJ…`, what every token starts with), since an
+    /// answer cut short holds a token cut short — so it can be logged and put in a
+    /// dead-letter header.
+    pub fn redacted(self, secrets: &[&str]) -> Self {
+        let scrub = |mut text: String| {
+            for secret in secrets.iter().filter(|s| !s.is_empty()) {
+                text = text.replace(secret, "<redacted>");
+            }
+            redact_token_like(&text)
+        };
+        match self {
+            SinkError::Status {
+                status,
+                detail,
+                retry_after,
+            } => SinkError::Status {
+                status,
+                detail: scrub(detail),
+                retry_after,
+            },
+            SinkError::Transport(text) => SinkError::Transport(scrub(text)),
+            SinkError::Refused { reason, retryable } => SinkError::Refused {
+                reason: scrub(reason),
+                retryable,
+            },
+        }
+    }
+}
+
+/// Replaces every run that looks like a link token or the start of one (base64url
+/// JSON, `eyJ…`, with or without its `.signature`) by `<redacted>`.
+fn redact_token_like(text: &str) -> String {
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("eyJ") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let starts_word = !before.chars().next_back().is_some_and(is_token_char);
+        let run = from
+            .char_indices()
+            .find(|(_, c)| !is_token_char(*c))
+            .map_or(from.len(), |(i, _)| i);
+        if starts_word {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(&from[..run.max(3)]);
+        }
+        rest = &from[run.max(3)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (when.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The HTTP client every sink shares: bounded time, no redirects (a webhook that
@@ -108,8 +235,7 @@ pub(crate) async fn post_json(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
     let text = response.text().await.map_err(transport)?;
     if status.is_success() {
         return Ok(text);
@@ -122,7 +248,7 @@ pub(crate) async fn post_json(
 }
 
 /// A transport error as text, without the (secret) URL.
-fn transport(error: reqwest::Error) -> SinkError {
+pub(crate) fn transport(error: reqwest::Error) -> SinkError {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -142,7 +268,7 @@ fn transport(error: reqwest::Error) -> SinkError {
 }
 
 /// The start of a response body, on one line, for an error message.
-fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     let line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -213,10 +339,12 @@ pub mod text {
                 )
             }
             AlertKind::Campaign => {
+                // The collector is attacker-controlled: it is shown as a fact of its
+                // own, never in a headline (which some formats render as plain text
+                // that a client may turn into a link).
                 let tenants = alert.tenants().len();
                 format!(
-                    "Campaign: {} collects from {} mailbox{} in {} tenant{}",
-                    alert.collector.as_deref().unwrap_or("?"),
+                    "Campaign: one external address collects from {} mailbox{} in {} tenant{}",
                     alert.victims.len(),
                     if alert.victims.len() == 1 { "" } else { "es" },
                     tenants,
@@ -354,7 +482,8 @@ pub mod text {
         }
     }
 
-    /// A one-line summary (Slack's notification text, the log line).
+    /// A one-line summary with the tenant's own text as it is (the console; each
+    /// sink renders that text through [`visible`] and its own escaping).
     pub fn summary(alert: &PendingAlert) -> String {
         match (&alert.detection, alert.kind) {
             (_, AlertKind::Campaign) => title(alert),
@@ -382,11 +511,195 @@ pub mod text {
             ),
         }
     }
+
+    /// Characters that change how text looks without being seen: controls (a
+    /// newline forging a log line, an escape sequence driving a terminal), bidi
+    /// overrides (`U+202E` reversing `moc.live` into `evil.com`), zero-width and
+    /// other invisible formatting characters, line/paragraph separators.
+    pub fn is_invisible(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{00AD}'
+                    | '\u{034F}'
+                    | '\u{061C}'
+                    | '\u{115F}'
+                    | '\u{1160}'
+                    | '\u{17B4}'
+                    | '\u{17B5}'
+                    | '\u{180B}'..='\u{180F}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}'
+                    | '\u{2060}'..='\u{206F}'
+                    | '\u{3164}'
+                    | '\u{FE00}'..='\u{FE0F}'
+                    | '\u{FEFF}'
+                    | '\u{FFA0}'
+                    | '\u{FFF9}'..='\u{FFFB}'
+                    | '\u{1BCA0}'..='\u{1BCA3}'
+                    | '\u{1D173}'..='\u{1D17A}'
+                    | '\u{E0000}'..='\u{E0FFF}'
+            )
+    }
+
+    /// Tenant text made safe to show as text anywhere: every [invisible](is_invisible)
+    /// character is written out as `<U+XXXX>`, so what an operator reads is what is
+    /// there. Everything else is kept exactly.
+    pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+        if !text.chars().any(is_invisible) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len() + 16);
+        for c in text.chars() {
+            if is_invisible(c) {
+                out.push_str(&format!("<U+{:04X}>", c as u32));
+            } else {
+                out.push(c);
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// The zero-width word joiner [`defuse_links`] inserts.
+    pub const WORD_JOINER: char = '\u{2060}';
+
+    /// [`visible`] text that no auto-linker turns into a link: a word joiner after
+    /// every `.`, `:` and `@` breaks the host names, schemes and mail addresses
+    /// clients detect (`https://login.microsoftonline.com.evil.example/` stays text).
+    /// For formats that auto-link and have no code span (Teams cards). The word
+    /// joiners are invisible, but they are part of a copied address.
+    pub fn defuse_links(text: &str) -> String {
+        let text = visible(text);
+        let mut out = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            out.push(c);
+            if matches!(c, '.' | ':' | '@') {
+                out.push(WORD_JOINER);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::alert::tests::pending;
+    use fwdwatch_shared::contracts::CampaignVictim;
+
+    /// Tenant text an attacker controls, meant to become a link, a mention or
+    /// formatting, or to hide what it says.
+    pub(crate) const HOSTILE: &[&str] = &[
+        "https://login.microsoftonline.com.evil.example/",
+        "<!channel>",
+        "<@U123>",
+        "*bold*",
+        "_it_",
+        "~gone~",
+        "`code`",
+        "<http://x.example|click>",
+        "[x](http://y.example)",
+        "@here",
+        "\u{202e}elpmaxe.live",
+        "a\u{200b}b\u{2066}c\u{feff}",
+        "line\nbreak\u{1b}[31m",
+        "&amp; &lt;",
+    ];
+
+    /// An alert whose every tenant-supplied text is hostile.
+    pub(crate) fn hostile_alert(kind: AlertKind) -> PendingAlert {
+        let mut alert = pending(kind);
+        let d = alert.detection.as_mut().expect("detection");
+        d.tenant_name = format!("Contoso {}", HOSTILE.join(" "));
+        d.rule_name = Some(HOSTILE.join(" "));
+        d.rule_id = Some("<!here>".into());
+        if let Some(m) = d.mailbox.as_mut() {
+            m.display_name = HOSTILE.join(" ");
+            m.primary_smtp_address = "vic\u{200b}tim@login.microsoftonline.com.evil.example".into();
+        }
+        d.targets = vec![
+            "collector@login.microsoftonline.com.evil.example".into(),
+            "https://login.microsoftonline.com.evil.example/@x".into(),
+        ];
+        alert
+    }
+
+    /// A campaign whose collector and victims are hostile.
+    pub(crate) fn hostile_campaign() -> PendingAlert {
+        let mut alert = pending(AlertKind::Campaign);
+        alert.detection = None;
+        alert.fingerprint = None;
+        alert.collector = Some("drop@login.microsoftonline.com.evil.example".into());
+        alert.victims = HOSTILE
+            .iter()
+            .enumerate()
+            .map(|(i, h)| CampaignVictim {
+                tenant_id: format!("t{i}"),
+                tenant_name: (*h).to_owned(),
+                mailbox: Some(format!("{h}@evil.example")),
+                fingerprint: format!("f{i}"),
+            })
+            .collect();
+        alert
+    }
+
+    #[test]
+    fn visible_writes_out_what_cannot_be_seen() {
+        assert_eq!(text::visible("plain é"), "plain é");
+        assert_eq!(
+            text::visible("a\u{202e}b\nc\u{200b}d"),
+            "a<U+202E>b<U+000A>c<U+200B>d"
+        );
+        let defused = text::defuse_links("https://a.evil.example/@x");
+        assert!(!defused.contains("://"), "{defused}");
+        assert!(!defused.contains(".e"), "{defused}");
+        assert_eq!(
+            defused.replace(text::WORD_JOINER, ""),
+            "https://a.evil.example/@x"
+        );
+        // A word joiner the attacker sent is shown, not mistaken for ours.
+        assert_eq!(text::defuse_links("a\u{2060}b"), "a<U+2060>b");
+    }
+
+    #[test]
+    fn throttling_and_retry_after() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-28T19:00:00Z".parse().expect("t");
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sat, 28 Nov 2026 19:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sat, 28 Nov 2026 18:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        let throttled = SinkError::Status {
+            status: 429,
+            detail: "slow down token-abc".into(),
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        assert!(throttled.is_throttled() && throttled.is_retryable());
+        let shown = throttled.redacted(&["token-abc"]).to_string();
+        assert!(
+            !shown.contains("token-abc") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        // An answer cut short: the token in it is cut short too.
+        let cut = SinkError::Status {
+            status: 500,
+            detail: r#"{"url":"https://a.example/act/eyJ2IjoxLCJhY3Rpb24iOiJhcHByb3ZlIiwidGVuYW"#
+                .into(),
+            retry_after: None,
+        };
+        let shown = cut.redacted(&[]).to_string();
+        assert!(!shown.contains("eyJ2Ijox"), "{shown}");
+        assert!(shown.contains("/act/<redacted>"), "{shown}");
+        assert_eq!(
+            redact_token_like("keyJoe and eyJ, cut: /act/eyJ"),
+            "keyJoe and <redacted>, cut: /act/<redacted>"
+        );
+    }
 
     #[test]
     fn retryable_errors() {

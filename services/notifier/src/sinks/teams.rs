@@ -7,15 +7,23 @@
 //! link scanners prefetch URLs); the page's POST acts, once.
 //!
 //! The Workflows URL carries its credential (`sig=`) and is never logged.
-//! Card text supports a Markdown subset, so tenant-supplied text is escaped: a rule
-//! named `[click](https://evil.example)` shows as text, not as a link.
+//!
+//! **Tenant text stays text.** `TextBlock`s and facts render a Markdown subset and
+//! clients turn bare URLs and addresses into links, so tenant-supplied text (rule
+//! names, display names, customer names, addresses) never goes into one: it is shown
+//! in `RichTextBlock` `TextRun`s, which render no Markdown, with its invisible
+//! characters written out and a zero-width word joiner after every `.`, `:` and `@`
+//! (`text::defuse_links`), so `https://login.microsoftonline.com.evil.example/` or
+//! `[click](https://evil.example)` is shown as the text it is. Our own wording goes in
+//! `TextBlock`s, escaped all the same.
 
 use async_trait::async_trait;
 use fwdwatch_shared::contracts::AlertKind;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{Sink, SinkError, post_json, text};
+use super::text::{self, defuse_links, visible};
+use super::{Sink, SinkError, SinkLimits, post_json};
 use crate::alert::{PendingAlert, TargetActions};
 use crate::settings::{Route, TeamsConfig};
 
@@ -48,12 +56,37 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn fact(title: &str, value: &str) -> Value {
-    json!({"title": escape(title), "value": escape(value)})
+/// Tenant text: a `TextRun` (no Markdown), links defused.
+fn untrusted(value: &str) -> Value {
+    json!({"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": defuse_links(value)}]})
+}
+
+/// Our own text, as a `TextBlock` (escaped anyway).
+fn ours(value: &str) -> Value {
+    json!({"type": "TextBlock", "text": escape(value), "wrap": true})
+}
+
+/// One fact: a label column and a value column (a `FactSet` would render the value
+/// as Markdown).
+fn row(label: Value, value: Value) -> Value {
+    json!({
+        "type": "ColumnSet",
+        "spacing": "None",
+        "columns": [
+            {"type": "Column", "width": "110px", "items": [label]},
+            {"type": "Column", "width": "stretch", "items": [value]},
+        ]
+    })
+}
+
+fn label(text: &str) -> Value {
+    json!({"type": "TextBlock", "text": escape(text), "weight": "Bolder", "wrap": true})
 }
 
 fn open_url(title: &str, url: &str, destructive: bool) -> Value {
-    let mut action = json!({"type": "Action.OpenUrl", "title": title, "url": url});
+    // Button titles are not rendered as Markdown or links; invisible characters are
+    // still written out.
+    let mut action = json!({"type": "Action.OpenUrl", "title": visible(title), "url": url});
     if destructive {
         action["style"] = json!("destructive");
     } else {
@@ -69,6 +102,7 @@ pub fn card(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
         AlertKind::Reminder => "Warning",
         _ => "Attention",
     };
+    // Our wording only: the title never carries tenant text.
     let mut body = vec![json!({
         "type": "TextBlock",
         "text": escape(&text::title(alert)),
@@ -80,29 +114,24 @@ pub fn card(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
     let mut card_actions = Vec::new();
 
     if alert.kind == AlertKind::Campaign {
-        body.push(json!({"type": "FactSet", "facts": [
-            fact("Collector", alert.collector.as_deref().unwrap_or("?")),
-            fact("Severity", alert.severity().as_str()),
-        ]}));
-        let victims: Vec<Value> = alert
-            .victims
-            .iter()
-            .take(40)
-            .map(|v| {
-                fact(
-                    if v.tenant_name.is_empty() {
-                        &v.tenant_id
-                    } else {
-                        &v.tenant_name
-                    },
-                    v.mailbox.as_deref().unwrap_or("(tenant-wide rule)"),
-                )
-            })
-            .collect();
+        body.push(row(
+            label("Collector"),
+            untrusted(alert.collector.as_deref().unwrap_or("?")),
+        ));
+        body.push(row(label("Severity"), ours(alert.severity().as_str())));
         body.push(
             json!({"type": "TextBlock", "text": "Victims", "weight": "Bolder", "wrap": true}),
         );
-        body.push(json!({"type": "FactSet", "facts": victims}));
+        for v in alert.victims.iter().take(40) {
+            body.push(row(
+                untrusted(if v.tenant_name.is_empty() {
+                    &v.tenant_id
+                } else {
+                    &v.tenant_name
+                }),
+                untrusted(v.mailbox.as_deref().unwrap_or("(tenant-wide rule)")),
+            ));
+        }
         if alert.victims.len() > 40 {
             body.push(json!({"type": "TextBlock", "text": format!("…and {} more", alert.victims.len() - 40), "wrap": true}));
         }
@@ -113,27 +142,27 @@ pub fn card(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
             "wrap": true
         }));
     } else if let Some(d) = &alert.detection {
-        let mut facts = vec![
-            fact("Customer", &d.tenant_name),
-            fact("Mailbox", &text::mailbox(d)),
-            fact("Target", &d.targets.join(", ")),
-            fact("Signal", text::signal(d.signal)),
-            fact("Severity", d.severity.as_str()),
-        ];
+        body.push(row(label("Customer"), untrusted(&d.tenant_name)));
+        body.push(row(label("Mailbox"), untrusted(&text::mailbox(d))));
+        body.push(row(label("Target"), untrusted(&d.targets.join(", "))));
+        body.push(row(label("Signal"), ours(text::signal(d.signal))));
+        body.push(row(label("Severity"), ours(d.severity.as_str())));
         if let Some(rule) = text::rule(d) {
-            facts.push(fact("Rule", &rule));
+            body.push(row(label("Rule"), untrusted(&rule)));
         }
         if let Some(first) = alert.first_seen {
-            facts.push(fact(
-                "First seen",
-                &first.format("%Y-%m-%d %H:%M UTC").to_string(),
+            body.push(row(
+                label("First seen"),
+                ours(&first.format("%Y-%m-%d %H:%M UTC").to_string()),
             ));
         }
         if alert.kind == AlertKind::Reminder {
-            facts.push(fact("Reminder", &format!("#{}", alert.reminder)));
+            body.push(row(
+                label("Reminder"),
+                ours(&format!("#{}", alert.reminder)),
+            ));
         }
-        facts.push(fact("Fingerprint", &d.fingerprint));
-        body.push(json!({"type": "FactSet", "facts": facts}));
+        body.push(row(label("Fingerprint"), untrusted(&d.fingerprint)));
         let mut notes = text::traits(d);
         notes.extend(text::paths(d));
         notes.push(text::posture(d).to_owned());
@@ -206,6 +235,10 @@ impl Sink for TeamsSink {
         &self.config.route
     }
 
+    fn limits(&self) -> SinkLimits {
+        self.config.limits
+    }
+
     async fn send(&self, alert: &PendingAlert, actions: &[TargetActions]) -> Result<(), SinkError> {
         let body =
             serde_json::to_vec(&payload(alert, actions)).map_err(|e| SinkError::Refused {
@@ -232,6 +265,7 @@ mod tests {
     use super::*;
     use crate::alert::ActionSigner;
     use crate::alert::tests::pending;
+    use crate::sinks::tests::{hostile_alert, hostile_campaign};
 
     #[test]
     fn card_has_open_url_actions_to_the_confirmation_page() {
@@ -264,17 +298,85 @@ mod tests {
         assert!(!body.to_string().contains("Action.Submit"));
     }
 
-    #[test]
-    fn markdown_from_a_tenant_is_escaped() {
-        let mut alert = pending(AlertKind::New);
-        if let Some(d) = alert.detection.as_mut() {
-            d.rule_name = Some("[click](https://evil.example)".into());
+    /// Every `TextRun` and `TextBlock` text in the card, with its element type.
+    fn texts(value: &Value, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) => {
+                if let (Some(Value::String(kind)), Some(Value::String(text))) =
+                    (map.get("type"), map.get("text"))
+                {
+                    out.push((kind.clone(), text.clone()));
+                }
+                for v in map.values() {
+                    texts(v, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
+            _ => {}
         }
-        let text = payload(&alert, &[]).to_string();
+    }
+
+    fn assert_inert(body: &Value) {
+        let mut all = Vec::new();
+        texts(body, &mut all);
         assert!(
-            text.contains(r"\\[click\\](https://evil.example)"),
-            "{text}"
+            all.iter().any(|(k, _)| k == "TextRun"),
+            "tenant text in TextRuns"
         );
-        assert!(!text.contains("\"actions\""), "no links → no actions");
+        for (kind, text) in &all {
+            // Markdown is only ever rendered in TextBlocks: no tenant text there.
+            if kind == "TextBlock" {
+                for needle in [
+                    "evil",
+                    "login.microsoftonline",
+                    "[x]",
+                    "*bold*",
+                    "@here",
+                    "<!channel>",
+                ] {
+                    assert!(!text.contains(needle), "{needle} in a TextBlock: {text}");
+                }
+            }
+            // No scheme, host name or address left for an auto-linker to find.
+            let chars: Vec<char> = text.chars().collect();
+            for (i, c) in chars.iter().enumerate() {
+                if kind == "TextRun" && matches!(c, '.' | ':' | '@') {
+                    assert_eq!(
+                        chars.get(i + 1),
+                        Some(&text::WORD_JOINER),
+                        "{c:?} not defused in {text}"
+                    );
+                }
+                if kind == "TextRun" && text::is_invisible(*c) {
+                    assert_eq!(*c, text::WORD_JOINER, "invisible {c:?} in {text}");
+                }
+            }
+        }
+        // Action titles are shown as they are, but never hide anything.
+        let actions = body.to_string();
+        assert!(!actions.contains('\u{202e}'), "{actions}");
+    }
+
+    #[test]
+    fn tenant_text_cannot_link_mention_or_format() {
+        let alert = hostile_alert(AlertKind::New);
+        let signer = LinkSigner::new("0123456789abcdef0123");
+        let actions = ActionSigner::new(
+            signer,
+            "https://act.example",
+            std::time::Duration::from_secs(60),
+        )
+        .actions(&alert, "teams", Utc::now());
+        let body = payload(&alert, &actions);
+        assert_inert(&body);
+        let shown = body.to_string();
+        assert!(
+            shown.contains("[x](http:"),
+            "shown as text, not dropped: {shown}"
+        );
+        assert!(shown.contains("<U+202E>"), "{shown}");
+        assert_inert(&payload(&hostile_campaign(), &[]));
+        // The links we put there ourselves are intact.
+        assert!(shown.contains("https://act.example/act/"), "{shown}");
     }
 }

@@ -6,11 +6,23 @@
 //! keep working, and adds ours in snake_case (alert kind, severity, signal,
 //! fingerprint, targets, signed `approve_url` / `remove_url`, the full detection).
 //!
-//! With `notifier.sinks.webhook.secret` set, every POST carries
+//! A campaign spans tenants: its body lists every victim (`victims`: tenant id,
+//! customer, mailbox) and every tenant (`tenants`); `Customer` / `TenantId` name the
+//! tenant only when there is exactly one, and are empty otherwise (never the first
+//! victim's, which would file a cross-tenant campaign under one customer).
+//!
+//! Every delivery of one alert carries the same `alert_id`, in the body and as the
+//! `Idempotency-Key` header, so a receiver can drop the repeat a crash can cause.
+//! With `notifier.sinks.webhook.secret` set, every POST also carries
 //! `X-Fwdwatch-Timestamp: <unix seconds>` and
-//! `X-Fwdwatch-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`. The body
-//! holds `alert_id` and `sent_at`, so a receiver verifying the signature (constant
-//! time, over the raw bytes) can also refuse stale or repeated deliveries.
+//! `X-Fwdwatch-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`, so a receiver
+//! verifying the signature (constant time, over the raw bytes) can also refuse stale
+//! deliveries (`sent_at`).
+//!
+//! The body is data: tenant text (rule names, display names, addresses) is in its
+//! fields exactly as Microsoft 365 reported it (JSON-escaped, nothing else), for
+//! automation to act on. `title` never carries tenant text. A receiver that renders
+//! the fields for people must treat them as untrusted text.
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -19,12 +31,14 @@ use hmac::{KeyInit, Mac};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{Sink, SinkError, post_json, text};
+use super::{Sink, SinkError, SinkLimits, post_json, text};
 use crate::alert::{PendingAlert, TargetActions, stamp};
 use crate::settings::{Route, WebhookConfig};
 
 pub const HEADER_SIGNATURE: &str = "X-Fwdwatch-Signature";
 pub const HEADER_TIMESTAMP: &str = "X-Fwdwatch-Timestamp";
+/// The alert id, the same on every delivery of one alert.
+pub const HEADER_IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -63,6 +77,21 @@ pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
+/// Every tenant the alert is about, with its customer name, in order of first victim
+/// (one for a detection's alert).
+fn tenants(alert: &PendingAlert) -> Vec<(String, String)> {
+    if alert.kind != AlertKind::Campaign {
+        return vec![(alert.tenant_id.clone(), alert.tenant_name().to_owned())];
+    }
+    let mut out: Vec<(String, String)> = Vec::new();
+    for v in &alert.victims {
+        if !out.iter().any(|(id, _)| *id == v.tenant_id) {
+            out.push((v.tenant_id.clone(), v.tenant_name.clone()));
+        }
+    }
+    out
+}
+
 /// The JSON body.
 pub fn payload(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
     let detection = alert.detection.as_ref();
@@ -72,10 +101,16 @@ pub fn payload(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
         (None, None) => vec![],
     };
     let first_action = actions.first();
+    let tenants = tenants(alert);
+    // One customer: theirs. A campaign across tenants belongs to none of them.
+    let (customer, tenant_id) = match tenants.as_slice() {
+        [(id, name)] => (name.clone(), id.clone()),
+        _ => (String::new(), String::new()),
+    };
     json!({
         // The original design's fields, unchanged in name and meaning.
-        "Customer": alert.tenant_name(),
-        "TenantId": alert.tenant_id,
+        "Customer": customer,
+        "TenantId": tenant_id,
         "PrimarySmtpAddress": detection.map_or("", |d| d.mailbox_address()),
         "DisplayName": detection
             .and_then(|d| d.mailbox.as_ref())
@@ -110,7 +145,21 @@ pub fn payload(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
             .map(|a| json!({"target": a.target, "approve_url": a.approve.url, "remove_url": a.remove.url}))
             .collect::<Vec<_>>(),
         "collector": alert.collector,
-        "victims": alert.victims,
+        "tenants": tenants
+            .iter()
+            .map(|(id, name)| json!({"tenant_id": id, "customer": name}))
+            .collect::<Vec<_>>(),
+        "victims": alert
+            .victims
+            .iter()
+            .map(|v| json!({
+                "tenant_id": v.tenant_id,
+                "customer": v.tenant_name,
+                "tenant_name": v.tenant_name,
+                "mailbox": v.mailbox,
+                "fingerprint": v.fingerprint,
+            }))
+            .collect::<Vec<_>>(),
         "detection": detection,
         "sent_at": stamp(Utc::now()),
     })
@@ -126,13 +175,17 @@ impl Sink for WebhookSink {
         &self.config.route
     }
 
+    fn limits(&self) -> SinkLimits {
+        self.config.limits
+    }
+
     async fn send(&self, alert: &PendingAlert, actions: &[TargetActions]) -> Result<(), SinkError> {
         let body =
             serde_json::to_vec(&payload(alert, actions)).map_err(|e| SinkError::Refused {
                 reason: e.to_string(),
                 retryable: false,
             })?;
-        let mut headers = Vec::new();
+        let mut headers = vec![(HEADER_IDEMPOTENCY_KEY, alert.alert_id.clone())];
         if let Some(secret) = &self.config.secret {
             headers.push((HEADER_TIMESTAMP, Utc::now().timestamp().to_string()));
             headers.push((
@@ -155,6 +208,7 @@ impl Sink for WebhookSink {
 mod tests {
     use super::*;
     use crate::alert::tests::pending;
+    use fwdwatch_shared::contracts::CampaignVictim;
 
     #[test]
     fn original_fields_stay_at_the_top_level() {
@@ -168,6 +222,68 @@ mod tests {
         assert_eq!(body["severity"], "high");
         assert_eq!(body["signal"], "inbox_rule");
         assert!(body["approve_url"].is_null(), "no signer → no links");
+    }
+
+    #[test]
+    fn a_campaign_lists_every_victim_and_belongs_to_no_single_customer() {
+        let mut alert = pending(AlertKind::Campaign);
+        alert.detection = None;
+        alert.collector = Some("drop@evil.example".into());
+        let victim = |t: &str, name: &str, m: &str| CampaignVictim {
+            tenant_id: t.into(),
+            tenant_name: name.into(),
+            mailbox: Some(m.into()),
+            fingerprint: format!("fp-{m}"),
+        };
+        alert.victims = vec![
+            victim("t1", "Contoso", "a@contoso.com"),
+            victim("t2", "Fabrikam", "b@fabrikam.com"),
+            victim("t2", "Fabrikam", "c@fabrikam.com"),
+        ];
+        alert.tenant_id = "t1".into();
+        let body = payload(&alert, &[]);
+        assert_eq!(body["Customer"], "", "not the first victim's customer");
+        assert_eq!(body["TenantId"], "", "not the first victim's tenant");
+        assert_eq!(body["ExternalRecipient"], "drop@evil.example");
+        let victims = body["victims"].as_array().expect("victims");
+        assert_eq!(victims.len(), 3);
+        assert_eq!(victims[1]["tenant_id"], "t2");
+        assert_eq!(victims[1]["customer"], "Fabrikam");
+        assert_eq!(victims[2]["mailbox"], "c@fabrikam.com");
+        let tenants = body["tenants"].as_array().expect("tenants");
+        assert_eq!(tenants.len(), 2);
+        assert_eq!(
+            tenants[1],
+            json!({"tenant_id": "t2", "customer": "Fabrikam"})
+        );
+
+        // A campaign within one tenant does belong to that customer.
+        alert.victims.remove(0);
+        let body = payload(&alert, &[]);
+        assert_eq!(body["Customer"], "Fabrikam");
+        assert_eq!(body["TenantId"], "t2");
+    }
+
+    #[test]
+    fn tenant_text_is_data_and_never_in_the_title() {
+        let alert = crate::sinks::tests::hostile_alert(AlertKind::New);
+        let d = alert.detection.clone().expect("detection");
+        let body = payload(&alert, &[]);
+        // Exactly what Microsoft 365 reported, in its own field, for automation.
+        assert_eq!(body["rule_name"], json!(d.rule_name));
+        assert_eq!(
+            body["DisplayName"],
+            json!(d.mailbox.as_ref().map(|m| m.display_name.clone()))
+        );
+        assert_eq!(body["targets"], json!(d.targets));
+        let title = body["title"].as_str().expect("title");
+        assert!(!title.contains("evil") && !title.contains('<'), "{title}");
+        let campaign = payload(&crate::sinks::tests::hostile_campaign(), &[]);
+        assert!(!campaign["title"].as_str().expect("title").contains("evil"));
+        // Valid JSON whatever the text: it parses back to the same values.
+        let back: Value =
+            serde_json::from_slice(&serde_json::to_vec(&body).expect("json")).expect("parses");
+        assert_eq!(back, body);
     }
 
     #[test]

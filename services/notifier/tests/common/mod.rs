@@ -137,28 +137,74 @@ impl Drop for Cleanup {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    pub query: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("receiver got JSON")
     }
+
+    /// The alert id the body carries (the webhook's field, or a Slack message's
+    /// metadata).
+    pub fn alert_id(&self) -> String {
+        let json: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        json["alert_id"]
+            .as_str()
+            .or(json["metadata"]["event_payload"]["alert_id"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// A message the fake Slack Web API holds.
+#[derive(Debug, Clone)]
+pub struct SlackMessage {
+    pub ts: String,
+    pub alert_id: String,
+    pub updates: u32,
 }
 
 #[derive(Default)]
 struct ReceiverState {
     requests: Mutex<Vec<Received>>,
     statuses: Mutex<HashMap<String, u16>>,
+    /// Per path: answer this many requests with 429 + `Retry-After: <secs>`.
+    throttle: Mutex<HashMap<String, (u32, u64)>>,
+    /// Per path: how long to take before answering.
+    delays: Mutex<HashMap<String, Duration>>,
+    /// Per path: requests being answered now, and the most seen at once.
+    concurrent: Mutex<HashMap<String, (usize, usize)>>,
+    /// Per path: answer errors with the request body echoed back.
+    echo: Mutex<std::collections::HashSet<String>>,
+    slack: Mutex<Vec<SlackMessage>>,
 }
 
 /// An HTTP server on a free port that records every request and answers 200 (or
-/// what [`Receiver::fail`] set for a path). Slack-ish paths answer as Slack does.
+/// what [`Receiver::fail`] set for a path). Paths under `/api/` answer as Slack's
+/// Web API does (`chat.postMessage`, `chat.update`, `conversations.history` with
+/// message metadata), keeping the messages posted.
 #[derive(Clone)]
 pub struct Receiver {
     state: Arc<ReceiverState>,
     pub addr: SocketAddr,
+}
+
+/// Decrements the in-flight count of a path when the answer is done.
+struct Busy(Arc<ReceiverState>, String);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.concurrent.lock().expect("lock").get_mut(&self.1) {
+            c.0 -= 1;
+        }
+    }
 }
 
 impl Receiver {
@@ -168,39 +214,7 @@ impl Receiver {
             let state = state.clone();
             move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let state = state.clone();
-                async move {
-                    let path = uri.path().to_owned();
-                    let headers = headers
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.as_str().to_ascii_lowercase(),
-                                v.to_str().unwrap_or("").to_owned(),
-                            )
-                        })
-                        .collect();
-                    state.requests.lock().expect("lock").push(Received {
-                        path: path.clone(),
-                        headers,
-                        body: body.to_vec(),
-                    });
-                    let status = state
-                        .statuses
-                        .lock()
-                        .expect("lock")
-                        .get(&path)
-                        .copied()
-                        .unwrap_or(200);
-                    let body = if path.ends_with("chat.postMessage") {
-                        r#"{"ok":true,"ts":"1.2"}"#
-                    } else {
-                        "ok"
-                    };
-                    (
-                        axum::http::StatusCode::from_u16(status).expect("status"),
-                        body,
-                    )
-                }
+                async move { Receiver::answer(state, uri, headers, body).await }
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -211,6 +225,143 @@ impl Receiver {
             let _ = axum::serve(listener, app).await;
         });
         Self { state, addr }
+    }
+
+    async fn answer(
+        state: Arc<ReceiverState>,
+        uri: axum::http::Uri,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let path = uri.path().to_owned();
+        let at = std::time::Instant::now();
+        let _busy = {
+            let mut c = state.concurrent.lock().expect("lock");
+            let entry = c.entry(path.clone()).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 = entry.1.max(entry.0);
+            Busy(state.clone(), path.clone())
+        };
+        let delay = state.delays.lock().expect("lock").get(&path).copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let throttled = {
+            let mut t = state.throttle.lock().expect("lock");
+            match t.get_mut(&path) {
+                Some((left, secs)) if *left > 0 => {
+                    *left -= 1;
+                    Some(*secs)
+                }
+                _ => None,
+            }
+        };
+        let status = throttled.map_or_else(
+            || {
+                state
+                    .statuses
+                    .lock()
+                    .expect("lock")
+                    .get(&path)
+                    .copied()
+                    .unwrap_or(200)
+            },
+            |_| 429,
+        );
+        let headers: HashMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        let query = uri.query().unwrap_or("").to_owned();
+        state.requests.lock().expect("lock").push(Received {
+            path: path.clone(),
+            query: query.clone(),
+            headers,
+            body: body.to_vec(),
+            at,
+            status,
+        });
+        let code = axum::http::StatusCode::from_u16(status).expect("status");
+        if let Some(secs) = throttled {
+            return (
+                code,
+                [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                "slow down",
+            )
+                .into_response();
+        }
+        if status >= 400 && state.echo.lock().expect("lock").contains(&path) {
+            // A receiver that quotes what it got in its error (tokens included).
+            return (code, body.to_vec()).into_response();
+        }
+        let answer = if path.starts_with("/api/") && status == 200 {
+            Receiver::slack_api(&state, &path, &query, &body)
+        } else {
+            "ok".to_owned()
+        };
+        (code, answer).into_response()
+    }
+
+    /// Slack's Web API, as far as the notifier uses it.
+    fn slack_api(state: &ReceiverState, path: &str, query: &str, body: &[u8]) -> String {
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let mut messages = state.slack.lock().expect("lock");
+        if path.ends_with("chat.postMessage") {
+            let ts = format!("1795870800.{:06}", messages.len() + 1);
+            messages.push(SlackMessage {
+                ts: ts.clone(),
+                alert_id: json["metadata"]["event_payload"]["alert_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                updates: 0,
+            });
+            return serde_json::json!({"ok": true, "channel": "C0FWDWATCH", "ts": ts}).to_string();
+        }
+        if path.ends_with("chat.update") {
+            let ts = json["ts"].as_str().unwrap_or("");
+            return match messages.iter_mut().find(|m| m.ts == ts) {
+                Some(m) => {
+                    m.updates += 1;
+                    serde_json::json!({"ok": true, "channel": "C0FWDWATCH", "ts": ts}).to_string()
+                }
+                None => r#"{"ok":false,"error":"message_not_found"}"#.to_owned(),
+            };
+        }
+        if path.ends_with("conversations.history") {
+            let cursor: usize = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("cursor="))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            // Newest first, 200 a page.
+            let newest_first: Vec<&SlackMessage> = messages.iter().rev().collect();
+            let page: Vec<serde_json::Value> = newest_first
+                .iter()
+                .skip(cursor)
+                .take(200)
+                .map(|m| {
+                    serde_json::json!({"type": "message", "ts": m.ts, "metadata": {
+                        "event_type": "fwdwatch_alert",
+                        "event_payload": {"alert_id": m.alert_id}}})
+                })
+                .collect();
+            let more = cursor + 200 < newest_first.len();
+            return serde_json::json!({
+                "ok": true,
+                "messages": page,
+                "has_more": more,
+                "response_metadata": {"next_cursor": if more { (cursor + 200).to_string() } else { String::new() }},
+            })
+            .to_string();
+        }
+        r#"{"ok":true}"#.to_owned()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -226,6 +377,48 @@ impl Receiver {
             .insert(path.to_owned(), status);
     }
 
+    /// Makes `path` answer its next `n` requests with 429 and `Retry-After: secs`.
+    pub fn throttle(&self, path: &str, n: u32, secs: u64) {
+        self.state
+            .throttle
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned(), (n, secs));
+    }
+
+    /// Makes `path` take `delay` before answering.
+    pub fn slow(&self, path: &str, delay: Duration) {
+        self.state
+            .delays
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned(), delay);
+    }
+
+    /// Makes `path` quote the request body in its error answers.
+    pub fn echo_errors(&self, path: &str) {
+        self.state
+            .echo
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned());
+    }
+
+    /// The most requests `path` was answering at once.
+    pub fn max_concurrent(&self, path: &str) -> usize {
+        self.state
+            .concurrent
+            .lock()
+            .expect("lock")
+            .get(path)
+            .map_or(0, |c| c.1)
+    }
+
+    /// The messages the fake Slack Web API holds.
+    pub fn slack_messages(&self) -> Vec<SlackMessage> {
+        self.state.slack.lock().expect("lock").clone()
+    }
+
     pub fn requests(&self, path: &str) -> Vec<Received> {
         self.state
             .requests
@@ -234,6 +427,20 @@ impl Receiver {
             .iter()
             .filter(|r| r.path == path)
             .cloned()
+            .collect()
+    }
+
+    /// Every request, whatever its path.
+    pub fn all_requests(&self) -> Vec<Received> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+
+    /// The distinct alert ids `path` accepted (answered 2xx).
+    pub fn accepted_ids(&self, path: &str) -> std::collections::BTreeSet<String> {
+        self.requests(path)
+            .iter()
+            .filter(|r| r.status < 300)
+            .map(Received::alert_id)
             .collect()
     }
 
@@ -252,6 +459,19 @@ impl Receiver {
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `path` accepted `n` distinct alert ids or `timeout` passed; returns
+    /// how many it had.
+    pub async fn wait_accepted(&self, path: &str, n: usize, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.accepted_ids(path).len();
+            if got >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -307,6 +527,355 @@ impl Proxy {
                 task.abort();
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until something accepts connections on `port`.
+pub async fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on {port} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `signal` (`-KILL`, `-TERM`) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// A throwaway Redis of this test's own (never the shared one on 6379), with an
+/// append-only file fsynced on every write, as production runs it: it can be killed
+/// and started again on the same port and data.
+pub struct RedisServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("fwdwatch-redis-{}", unique()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.up().await;
+        server
+    }
+
+    async fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (is it installed?)");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10)).await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// SIGKILL: what a crash or an OOM kill does.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.up().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A throwaway RabbitMQ node of this test's own (never the shared one on 5672): its
+/// own node name, ports, data directory and Erlang cookie. Starting one takes a few
+/// seconds.
+pub struct RabbitNode {
+    pub port: u16,
+    node: String,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+impl RabbitNode {
+    pub async fn start() -> Self {
+        let id = unique();
+        let dir = std::env::temp_dir().join(format!("fwdwatch-rabbit-{id}"));
+        for sub in ["mnesia", "log"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("temp dir");
+        }
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
+        let port = free_port();
+        let node = format!("fwdwatch-test-{id}@localhost");
+        let child = std::process::Command::new(format!("{RABBIT_BIN}/rabbitmq-server"))
+            .current_dir(&dir)
+            .envs(Self::env(&dir, &node, port))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server starts (is RabbitMQ installed?)");
+        let node = Self {
+            port,
+            node,
+            dir,
+            child: Some(child),
+        };
+        wait_for_port(port, Duration::from_secs(90)).await;
+        node
+    }
+
+    fn env(dir: &std::path::Path, node: &str, port: u16) -> Vec<(String, String)> {
+        let d = dir.display();
+        vec![
+            ("HOME".into(), d.to_string()),
+            ("RABBITMQ_NODENAME".into(), node.to_owned()),
+            ("RABBITMQ_NODE_PORT".into(), port.to_string()),
+            ("RABBITMQ_DIST_PORT".into(), free_port().to_string()),
+            ("RABBITMQ_MNESIA_BASE".into(), format!("{d}/mnesia")),
+            ("RABBITMQ_LOG_BASE".into(), format!("{d}/log")),
+            (
+                "RABBITMQ_ENABLED_PLUGINS_FILE".into(),
+                format!("{d}/enabled_plugins"),
+            ),
+            ("RABBITMQ_CONFIG_FILE".into(), format!("{d}/rabbitmq")),
+            (
+                "RABBITMQ_ADVANCED_CONFIG_FILE".into(),
+                format!("{d}/advanced.config"),
+            ),
+            ("RABBITMQ_PID_FILE".into(), format!("{d}/pid")),
+        ]
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let status = std::process::Command::new(format!("{RABBIT_BIN}/rabbitmqctl"))
+            .env("HOME", &self.dir)
+            .arg("-n")
+            .arg(&self.node)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success(), "rabbitmqctl {args:?}");
+    }
+
+    /// `rabbitmqctl stop_app`: the broker closes every connection and stops
+    /// listening, as in a restart; `start_app` brings it back with its queues.
+    pub fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+    }
+
+    pub async fn start_app(&self) {
+        self.ctl(&["start_app"]);
+        wait_for_port(self.port, Duration::from_secs(60)).await;
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(format!("{RABBIT_BIN}/rabbitmqctl"))
+            .env("HOME", &self.dir)
+            .args(["-n", &self.node, "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The real `fwdwatch-notifier` binary (built by cargo for these tests) as a child
+/// process, configured through `FWDWATCH__…` variables, everything it prints kept
+/// in a file.
+pub struct NotifierProcess {
+    child: std::process::Child,
+    pub output: std::path::PathBuf,
+}
+
+impl NotifierProcess {
+    pub fn start(env: &[(String, String)]) -> Self {
+        let output = std::env::temp_dir().join(format!("fwdwatch-notifier-{}.log", unique()));
+        let file = std::fs::File::create(&output).expect("output file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_fwdwatch-notifier"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("clone"))
+            .stderr(file)
+            .spawn()
+            .expect("the notifier binary starts");
+        Self { child, output }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no clean-up of any kind.
+    pub fn kill(&mut self) {
+        signal(self.pid(), "-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for it to exit; returns whether it exited cleanly.
+    pub async fn terminate(&mut self, timeout: Duration) -> bool {
+        signal(self.pid(), "-TERM");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything it printed so far.
+    pub fn printed(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+}
+
+impl Drop for NotifierProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // FWDWATCH_TEST_KEEP_OUTPUT=1 keeps what it printed, for debugging a test.
+        if std::env::var_os("FWDWATCH_TEST_KEEP_OUTPUT").is_none() {
+            let _ = std::fs::remove_file(&self.output);
+        } else {
+            eprintln!("notifier output kept in {}", self.output.display());
+        }
+    }
+}
+
+/// `Settings` as `FWDWATCH__…` variables for a child process: the same namespace,
+/// key prefix and overrides as [`settings`].
+pub fn process_env(ns: &str, prefix: &str, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("FWDWATCH__AMQP__URL".into(), AMQP_URL.into()),
+        ("FWDWATCH__AMQP__NAMESPACE".into(), ns.into()),
+        ("FWDWATCH__NOTIFIER__PREFETCH".into(), "32".into()),
+        ("FWDWATCH__REDIS__URL".into(), REDIS_URL.into()),
+        ("FWDWATCH__REDIS__KEY_PREFIX".into(), prefix.into()),
+        ("FWDWATCH__SECURITY__LINK_SECRET".into(), LINK_SECRET.into()),
+        ("FWDWATCH__NOTIFIER__SINK_BACKOFF".into(), "20ms".into()),
+        ("FWDWATCH__NOTIFIER__SINK_TIMEOUT".into(), "2s".into()),
+        (
+            "FWDWATCH__NOTIFIER__LINK_BASE_URL".into(),
+            "https://fwdwatch.test".into(),
+        ),
+        ("FWDWATCH__TELEMETRY__LOG_FORMAT".into(), "json".into()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push(((*k).to_owned(), v.clone()));
+    }
+    env
+}
+
+// ---------------------------------------------------------------- token audit
+
+/// Fails when `printed` (everything a service wrote, at any level) holds an approve /
+/// remove token signed with [`LINK_SECRET`], or a link to the actioner's `/act/`
+/// page with (the start of) a token. Reusable for any service: capture what it prints, then call this. `issued`
+/// are tokens known to have been made (e.g. what the sinks received), looked for
+/// verbatim as well, so a token cut short in a log line is still found.
+pub fn assert_no_link_tokens(what: &str, printed: &str, issued: &[String]) {
+    let found = fwdwatch_shared::links::LinkSigner::new(LINK_SECRET).find_tokens(printed);
+    assert!(
+        found.is_empty(),
+        "{what} printed {} signed token(s), e.g. {:.60}…",
+        found.len(),
+        found[0]
+    );
+    for token in issued {
+        // The signature part alone is enough to find a token that was cut or wrapped.
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        assert!(
+            !printed.contains(signature),
+            "{what} printed (part of) an issued token"
+        );
+    }
+    // A link is `/act/` and a token; `/act/<redacted>` in a quoted error is not one.
+    let link = printed.match_indices("/act/").map(|(at, _)| at).find(|at| {
+        printed[at + 5..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    });
+    if let Some(at) = link {
+        let start = printed[..at]
+            .char_indices()
+            .rev()
+            .nth(160)
+            .map_or(0, |(i, _)| i);
+        let end = printed[at..]
+            .char_indices()
+            .nth(40)
+            .map_or(printed.len(), |(i, _)| at + i);
+        panic!("{what} printed an /act/ link: …{}…", &printed[start..end]);
     }
 }
 
