@@ -200,7 +200,7 @@ pub(crate) fn domains_cmdlet() -> Cmdlet {
 
 /// The tenant's internal domains, from `Get-AcceptedDomain` rows (+ the default
 /// domain from the job when it is an `*.onmicrosoft.com` one).
-pub(crate) fn tenant_domains(
+pub fn tenant_domains(
     rows: &[DomainRow],
     default_domain: Option<&str>,
 ) -> Result<TenantDomains, M365Error> {

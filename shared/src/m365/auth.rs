@@ -334,33 +334,49 @@ impl TokenSource {
     }
 
     fn parse_success(&self, body: &[u8]) -> Result<(SecretString, Duration), M365Error> {
-        let json: Value = serde_json::from_slice(body).map_err(|_| {
-            M365Error::malformed("token endpoint answered with something that is not JSON")
-        })?;
-        let token = json
-            .get("access_token")
+        let answer = decode_token_answer(body)?;
+        if let (Grant::RefreshToken(current), Some(new)) = (&self.grant, answer.refresh_token) {
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        }
+        Ok((answer.access_token, answer.expires_in))
+    }
+}
+
+/// A token endpoint's successful answer, read.
+pub struct TokenAnswer {
+    pub access_token: SecretString,
+    pub expires_in: Duration,
+    /// A rotated refresh token (delegated grants only), when one came back.
+    pub refresh_token: Option<SecretString>,
+}
+
+/// Decodes a token endpoint's 200 answer exactly as the client does. Public so
+/// that hostile answers can be tried without the network (the fuzz targets).
+pub fn decode_token_answer(body: &[u8]) -> Result<TokenAnswer, M365Error> {
+    let json: Value = serde_json::from_slice(body).map_err(|_| {
+        M365Error::malformed("token endpoint answered with something that is not JSON")
+    })?;
+    let token = json
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| M365Error::malformed("token answer without access_token"))?;
+    // `expires_in` is a number in v2, a string in some older answers.
+    let expires_in = match json.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .unwrap_or(3599);
+    Ok(TokenAnswer {
+        access_token: SecretString::from(token.to_owned()),
+        expires_in: Duration::from_secs(expires_in.max(1)),
+        refresh_token: json
+            .get("refresh_token")
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| M365Error::malformed("token answer without access_token"))?;
-        // `expires_in` is a number in v2, a string in some older answers.
-        let expires_in = match json.get("expires_in") {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        }
-        .unwrap_or(3599);
-        if let (Grant::RefreshToken(current), Some(new)) = (
-            &self.grant,
-            json.get("refresh_token").and_then(Value::as_str),
-        ) && !new.is_empty()
-        {
-            *current.lock().unwrap_or_else(|p| p.into_inner()) = SecretString::from(new.to_owned());
-        }
-        Ok((
-            SecretString::from(token.to_owned()),
-            Duration::from_secs(expires_in.max(1)),
-        ))
-    }
+            .map(|t| SecretString::from(t.to_owned())),
+    })
 }
 
 impl CertificateKey {

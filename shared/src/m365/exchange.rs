@@ -169,6 +169,56 @@ impl<T: DeserializeOwned> Page<T> {
     }
 }
 
+/// One decoded page: its rows and the link to the next page, if any.
+pub type DecodedPage<T> = (Listing<T>, Option<String>);
+
+/// One answered sub-request of a decoded `$batch`: its index and its page, or why not.
+pub type DecodedSub<T> = (usize, Result<DecodedPage<T>, M365Error>);
+
+/// Decodes one page of an `InvokeCommand` answer to `cmdlet` exactly as the client
+/// does: its rows, whether the listing was truncated, and the link to the next page.
+/// Public so that hostile answers can be tried without the network (the fuzz targets).
+pub fn decode_page<T: DeserializeOwned>(
+    cmdlet: &str,
+    body: &[u8],
+) -> Result<DecodedPage<T>, M365Error> {
+    let page = Page::<T>::parse(body).map_err(M365Error::malformed)?;
+    let mut listing = Listing {
+        rows: Vec::new(),
+        truncated: None,
+    };
+    let next = page.take(cmdlet, &mut listing)?;
+    Ok((listing, next))
+}
+
+/// Decodes an Exchange `$batch` answer to `cmdlets` (sub-request ids are their
+/// indexes) exactly as the client does: per answered sub-request, its page or why
+/// it failed (a status worth another try is reported as its error here).
+pub fn decode_batch<T: DeserializeOwned>(
+    cmdlets: &[&str],
+    body: &[u8],
+) -> Result<Vec<DecodedSub<T>>, M365Error> {
+    let answers = parse_batch::<T>(body).map_err(M365Error::malformed)?;
+    Ok(answers
+        .into_iter()
+        .filter(|(i, _)| *i < cmdlets.len())
+        .map(|(i, outcome)| {
+            let decoded = match outcome {
+                SubOutcome::Done(page) => {
+                    let mut listing = Listing {
+                        rows: Vec::new(),
+                        truncated: None,
+                    };
+                    page.take(cmdlets[i], &mut listing)
+                        .map(|next| (listing, next))
+                }
+                SubOutcome::Again { error, .. } | SubOutcome::Failed(error) => Err(error),
+            };
+            (i, decoded)
+        })
+        .collect())
+}
+
 /// One sub-request of an Exchange `$batch`, serialised without building a `Value`.
 #[derive(Serialize)]
 struct SubRequest<'a> {

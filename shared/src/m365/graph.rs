@@ -41,6 +41,31 @@ impl GraphRequest {
     }
 }
 
+/// One page of a Graph collection: its items and the link to the next page.
+/// A page that is not an object, or whose `value` is not a list, is refused: it
+/// lost its items, and "no items" would be a lie.
+fn graph_page_parts(page: Value) -> Result<(Vec<Value>, Option<String>), M365Error> {
+    let Value::Object(mut page) = page else {
+        return Err(M365Error::malformed("Graph page is not an object"));
+    };
+    let values = match page.remove("value") {
+        Some(Value::Array(values)) => values,
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => return Err(M365Error::malformed("Graph `value` is not a list")),
+    };
+    let next = match page.remove("@odata.nextLink") {
+        Some(Value::String(link)) if !link.is_empty() => Some(link),
+        _ => None,
+    };
+    Ok((values, next))
+}
+
+/// Decodes one page of a Graph collection answer exactly as the client does.
+/// Public so that hostile answers can be tried without the network (the fuzz targets).
+pub fn decode_graph_page(body: &[u8]) -> Result<(Vec<Value>, Option<String>), M365Error> {
+    graph_page_parts(parse_value(body).map_err(M365Error::malformed)?)
+}
+
 impl M365Client {
     /// `https://graph…/v1.0` + `path` (which starts with `/`).
     fn graph_url(&self, path: &str) -> String {
@@ -86,21 +111,18 @@ impl M365Client {
         let mut url = start.to_owned();
         loop {
             let page = self.graph_get_url(tenant, &url).await?;
-            match page.get("value") {
-                Some(Value::Array(values)) => items.extend(values.iter().cloned()),
-                None | Some(Value::Null) => {}
-                Some(_) => return Err(M365Error::malformed("Graph `value` is not a list")),
-            }
-            match page.get("@odata.nextLink").and_then(Value::as_str) {
-                Some(link) if !link.is_empty() => {
-                    if !same_origin(link, self.graph_base()) {
+            let (values, next) = graph_page_parts(page)?;
+            items.extend(values);
+            match next {
+                Some(link) => {
+                    if !same_origin(&link, self.graph_base()) {
                         return Err(M365Error::malformed(
                             "Graph nextLink points outside the Graph endpoint",
                         ));
                     }
-                    url = link.to_owned();
+                    url = link;
                 }
-                _ => return Ok(items),
+                None => return Ok(items),
             }
         }
     }

@@ -27,14 +27,18 @@ mod graph;
 mod retry;
 mod stats;
 
-pub use auth::{EXCHANGE_RESOURCE, GRAPH_RESOURCE, Resource};
+pub use auth::{EXCHANGE_RESOURCE, GRAPH_RESOURCE, Resource, TokenAnswer, decode_token_answer};
 pub use error::{
     M365Error, REMEDY_EXCHANGE_PERMISSION, REMEDY_EXCHANGE_ROLE, REMEDY_RELATIONSHIP, api_error,
     exchange_error_message, token_error,
 };
-pub use exchange::{Cmdlet, EXO_BATCH_LIMIT, Listing, is_truncation_warning};
+pub use exchange::{
+    Cmdlet, DecodedPage, DecodedSub, EXO_BATCH_LIMIT, Listing, decode_batch, decode_page,
+    is_truncation_warning,
+};
 pub use graph::{
-    GRAPH_BATCH_LIMIT, GdapCustomer, GraphRequest, gdap_customers_from, gdap_relationships_from,
+    GRAPH_BATCH_LIMIT, GdapCustomer, GraphRequest, decode_graph_page, gdap_customers_from,
+    gdap_relationships_from,
 };
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use stats::{RequestKind, StatsSnapshot};
