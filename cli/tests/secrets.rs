@@ -1,9 +1,12 @@
 //! Secrets never reach the logs.
 //!
-//! Runs the whole pipeline at debug level with every kind of secret configured —
-//! Microsoft client secret, link secret, Slack signing secret, API token, a webhook
-//! URL whose query is its credential, the webhook HMAC key — including a failing
-//! sink (errors are where URLs leak), then searches every captured log line.
+//! Runs every service (enumerator, scanner, notifier, actioner, in one process) at
+//! debug level with every kind of secret configured — Microsoft client secret, link
+//! secret, Slack signing secret, API token, a webhook URL whose query is its
+//! credential, the webhook HMAC key — including a failing sink (errors are where
+//! URLs leak), through a full scan and real actions: a signed link opened and used
+//! (approve), a remove through the HTTP API. Then it searches everything printed:
+//! no secret, no signed approve / remove token (whole or as a link), no `/act/` path.
 //! Its own test binary: it installs the global tracing subscriber.
 
 mod support;
@@ -109,10 +112,63 @@ async fn configured_secrets_never_appear_in_logs() {
     pipeline.scan().await.expect("scan");
     let alerts = recorder.all();
     assert!(!alerts.is_empty(), "the scan alerted");
-    // Use a link, so the actioner's request path (which carries a token) is logged too.
-    if let Some(link) = alerts.iter().find_map(|a| a.actions.first()) {
-        let _ = reqwest::Client::new().get(&link.approve.url).send().await;
+    // Act for real, so the actioner's request paths (which carry tokens) and the
+    // executor's work are logged too: open an approve link and use it, then remove
+    // another forward through the API.
+    let http = reqwest::Client::new();
+    let mut acted = alerts.iter().filter(|a| !a.actions.is_empty());
+    let approved = acted.next().expect("an alert with actions");
+    let link = &approved.actions[0].approve.url;
+    let page = http.get(link).send().await.expect("GET the link");
+    assert!(page.status().is_success(), "{}", page.status());
+    let used = http
+        .post(link)
+        .form(&[("confirm", "approve"), ("reason", "secrets test")])
+        .send()
+        .await
+        .expect("POST the link");
+    assert!(used.status().is_success(), "{}", used.status());
+    let removed = acted.next().expect("a second alert with actions");
+    let d = removed.alert.detection.as_ref().expect("a detection");
+    let answer = http
+        .post(format!("{}/v1/commands", pipeline.actioner_url))
+        .bearer_auth(API_TOKEN)
+        .json(&serde_json::json!({
+            "action": "remove",
+            "tenant_id": d.tenant_id,
+            "mailbox": d.mailbox.as_ref().map(|m| m.primary_smtp_address.clone()),
+            "fingerprint": d.fingerprint,
+            "signal": d.signal,
+            "target": d.targets.first(),
+            "rule_id": d.rule_id,
+            "reason": "secrets test",
+        }))
+        .send()
+        .await
+        .expect("POST a command");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let id = answer.json::<serde_json::Value>().await.expect("json")["command_id"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("a command id");
+    let mut outcome = None;
+    for _ in 0..100 {
+        let status = http
+            .get(format!("{}/v1/commands/{id}", pipeline.actioner_url))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("GET the command");
+        if status.status().is_success() {
+            let body = status.json::<serde_json::Value>().await.expect("json");
+            if body["outcome"].is_string() {
+                outcome = Some(body);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert!(outcome.is_some(), "the remove command finished within 10 s");
     pipeline.stop().await;
     sim.shutdown().await;
 
@@ -123,6 +179,39 @@ async fn configured_secrets_never_appear_in_logs() {
         "logs were captured ({} lines)",
         logs.lines().count()
     );
+    // The always-on log sink wrote the alerts (what a curious colleague would read).
+    assert!(
+        logs.contains("\"target\":\"fwdwatch::alert\""),
+        "the log sink's alert lines were captured"
+    );
+    // Approve / remove tokens: none, whole or inside a link, and no link at all.
+    let finder = fwdwatch_shared::links::LinkSigner::new(LINK_SECRET);
+    assert_eq!(
+        finder.find_tokens(&format!("{{\"url\":\"{link}\"}}")).len(),
+        1,
+        "the search finds a link the way a log line would hold it"
+    );
+    let tokens = finder.find_tokens(&logs);
+    assert!(tokens.is_empty(), "signed tokens in the logs: {tokens:?}");
+    for token in alerts
+        .iter()
+        .flat_map(|a| &a.actions)
+        .flat_map(|t| [&t.approve.token, &t.remove.token])
+    {
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        assert!(
+            !logs.contains(signature),
+            "a token's signature is in the logs"
+        );
+    }
+    // The route template `/act/{token}` is fine; an `/act/` followed by anything else
+    // is a link.
+    let links: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.replace("/act/{token}", "").contains("/act/"))
+        .take(3)
+        .collect();
+    assert!(links.is_empty(), "links in the logs:\n{}", links.join("\n"));
     for secret in [
         CLIENT_SECRET,
         LINK_SECRET,
