@@ -696,6 +696,18 @@ async fn one_collector_in_three_tenants_is_one_campaign_alert() {
         .find(|a| a["alert"] == "campaign")
         .expect("campaign on the webhook");
     assert_eq!(campaign["victims"].as_array().map(Vec::len), Some(3));
+    // A campaign belongs to no one customer: every victim names its own tenant.
+    assert_eq!(campaign["Customer"], "", "not the first victim's customer");
+    assert_eq!(campaign["TenantId"], "", "not the first victim's tenant");
+    let named: BTreeSet<&str> = campaign["victims"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["mailbox"].is_string())
+        .filter_map(|v| v["tenant_id"].as_str())
+        .collect();
+    assert_eq!(named, tenants, "every victim with its tenant and mailbox");
+    assert_eq!(campaign["tenants"].as_array().map(Vec::len), Some(3));
     h.stop().await;
 }
 
