@@ -31,7 +31,7 @@ PROJECT=fwdwatch-smoke
 WORK=target/compose-smoke
 # The simulator answers each call after this delay, so that a tenant's scan lasts long
 # enough for step 5 to kill a scanner in the middle of it.
-SIM_LATENCY_MS=${FWDWATCH_SMOKE_SIM_LATENCY_MS:-250}
+SIM_LATENCY_MS=${FWDWATCH_SMOKE_SIM_LATENCY_MS:-2000}
 CHECKS=(python3 deploy/smoke/checks.py)
 
 started=$SECONDS
@@ -42,6 +42,13 @@ ok() { printf '  ok   %s\n' "$*"; }
 die() {
     printf 'compose-smoke: FAILED: %s\n' "$*" >&2
     exit 1
+}
+# One deploy/smoke/checks.py check: its line on success; its reason (stderr) and a stop
+# on failure.
+check() {
+    local out
+    out=$("${CHECKS[@]}" "$@") || die "check '$1' failed"
+    ok "$out"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -81,10 +88,11 @@ ok "Compose $("$COMPOSE_BIN" version --short)"
 # ---------------------------------------------------------------------------------------
 step "2. base images"
 
+bash deploy/local-images.sh --with-python >"$WORK/images.env" || die "deploy/local-images.sh failed"
 image_env=()
 while read -r line; do
     [[ $line == export\ *=* ]] && image_env+=("${line#export }")
-done < <(bash deploy/local-images.sh --with-python)
+done <"$WORK/images.env"
 if ((${#image_env[@]})); then
     ok "no registry answers for: ${image_env[*]}"
 else
@@ -196,19 +204,20 @@ actioner_url=http://127.0.0.1:${actioner_port}
 curl -fsS "${actioner_url}/healthz" >/dev/null || die "the actioner does not answer on its published port ${actioner_port}"
 ok "the actioner answers on the published port: ${actioner_url}"
 
-ok "$("${CHECKS[@]}" alerts "$sim_url" "$inbox_url" 240)"
+check alerts "$sim_url" "$inbox_url" 240
 
-read -r removed_fp removed_tenant removed_mailbox _ _ _ remove_url < <("${CHECKS[@]}" pick "$sim_url" "$inbox_url" forwarding_smtp_address)
+picked=$("${CHECKS[@]}" pick "$sim_url" "$inbox_url" forwarding_smtp_address) || die "no alert to remove"
+read -r removed_fp removed_tenant removed_mailbox _ _ _ remove_url <<<"$picked"
 [[ $remove_url == "http://localhost:${actioner_port}/act/"* ]] || die "the remove link does not point at the published actioner port"
-ok "$("${CHECKS[@]}" act "$remove_url" remove "Removed, and verified")"
-ok "$("${CHECKS[@]}" truth-without "$sim_url" "$removed_tenant" "$removed_mailbox" forwarding_smtp_address)"
+check act "$remove_url" remove "Removed, and verified"
+check truth-without "$sim_url" "$removed_tenant" "$removed_mailbox" forwarding_smtp_address
 
 # ---------------------------------------------------------------------------------------
 step "5. three scanners; one killed in the middle of a scan"
 
 SMOKE_RABBITMQ_PASSWORD=$(compose exec -T rabbitmq cat /var/lib/fwdwatch/secrets/rabbitmq_password)
 export SMOKE_RABBITMQ_PASSWORD SMOKE_RABBITMQ_USER=fwdwatch SMOKE_RABBITMQ_URL="http://127.0.0.1:${management_port}"
-ok "$("${CHECKS[@]}" rabbit tap smoke.summaries fwdwatch.findings summary)"
+check rabbit tap smoke.summaries fwdwatch.findings summary
 
 compose up -d --no-recreate --scale scanner=3 scanner >"$WORK/scale.log" 2>&1 || {
     cat "$WORK/scale.log" >&2
@@ -222,29 +231,38 @@ while read -r id ip; do
     scanner_by_ip[$ip]=$id
 done < <(echo "$scanners" | xargs docker inspect -f '{{.Id}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}')
 
-compose run --rm -T first-scan >"$WORK/run.log" 2>&1 || {
+# The run in the background: the jobs reach the scanners while the enumerator is
+# still finishing, and the kill must land while they are being scanned.
+# --no-deps: `run` would otherwise converge the scanners back to one.
+compose run --rm --no-deps -T first-scan >"$WORK/run.log" 2>&1 &
+run_pid=$!
+victim="" held=0 deadline=$((SECONDS + 60))
+while ((SECONDS < deadline)); do
+    # shellcheck disable=SC2016 # expanded inside the rabbitmq container
+    compose exec -T rabbitmq sh -c 'rabbitmqctl -q list_connections pid peer_host --formatter json; echo @@;
+        rabbitmqctl -q list_channels connection messages_unacknowledged --formatter json' >"$WORK/channels.json" 2>/dev/null || true
+    if busy=$("${CHECKS[@]}" rabbit busy-scanner "$WORK/channels.json" "${!scanner_by_ip[@]}" 2>/dev/null); then
+        read -r ip held <<<"$busy"
+        victim=${scanner_by_ip[$ip]}
+        break
+    fi
+    sleep 0.2
+done
+[[ -n $victim ]] || die "no scanner was seen holding a scan job (raise FWDWATCH_SMOKE_SIM_LATENCY_MS)"
+docker kill --signal KILL "$victim" >/dev/null
+left=$(echo "$scanners" | grep -v "^${victim}\$" | xargs docker inspect -f '{{.State.Running}}' | grep -c true || true)
+((left == 2)) || die "expected the two other scanners to run on, found ${left}"
+ok "killed scanner ${victim:0:12} (SIGKILL) while it held ${held} unacknowledged scan job(s); ${left} scanners run on"
+wait "$run_pid" || {
     cat "$WORK/run.log" >&2
-    die "could not start a scan run"
+    die "the scan run failed"
 }
 run_line=$(grep -E '^run [^ ]+: [0-9]+ scan job' "$WORK/run.log" | tail -n 1)
 run_id=$(echo "$run_line" | sed -E 's/^run ([^:]+):.*/\1/')
 tenants=$(echo "$run_line" | sed -E 's/^run [^:]+: ([0-9]+) scan job.*/\1/')
 [[ -n $run_id && $tenants -gt 0 ]] || die "no run id in the enumerator's output: $(tail -n 3 "$WORK/run.log")"
 ok "run ${run_id}: ${tenants} scan jobs queued"
-
-victim="" held=0
-for _ in $(seq 1 150); do
-    if busy=$("${CHECKS[@]}" rabbit busy-scanner "${!scanner_by_ip[@]}" 2>/dev/null); then
-        read -r ip held <<<"$busy"
-        victim=${scanner_by_ip[$ip]}
-        break
-    fi
-    sleep 0.1
-done
-[[ -n $victim ]] || die "no scanner was seen holding a scan job (raise FWDWATCH_SMOKE_SIM_LATENCY_MS)"
-docker kill --signal KILL "$victim" >/dev/null
-ok "killed scanner ${victim:0:12} (SIGKILL) while it held ${held} unacknowledged scan job(s)"
-ok "$("${CHECKS[@]}" rabbit summaries smoke.summaries "$run_id" "$tenants" 240)"
+check rabbit summaries smoke.summaries "$run_id" "$tenants" 240
 for _ in $(seq 1 30); do
     "${CHECKS[@]}" rabbit queue-idle fwdwatch.scan.jobs >"$WORK/idle.txt" 2>&1 && break
     sleep 1
@@ -255,8 +273,9 @@ ok "$(cat "$WORK/idle.txt")"
 # ---------------------------------------------------------------------------------------
 step "6. docker compose down, then up: what must be kept is kept"
 
-read -r approved_fp approved_tenant _ approved_target _ approve_url _ < <("${CHECKS[@]}" pick "$sim_url" "$inbox_url" inbox_rule "$removed_fp")
-ok "$("${CHECKS[@]}" act "$approve_url" approve "Done")"
+picked=$("${CHECKS[@]}" pick "$sim_url" "$inbox_url" inbox_rule "$removed_fp") || die "no alert to approve"
+read -r approved_fp approved_tenant _ approved_target _ approve_url _ <<<"$picked"
+check act "$approve_url" approve "Done"
 allowlist() { compose exec -T actioner fwdwatch-entrypoint fwdwatch allowlist list; }
 allowlist >"$WORK/allowlist-before.txt"
 grep -F "$approved_tenant" "$WORK/allowlist-before.txt" | grep -qF "$approved_target" ||
@@ -264,7 +283,7 @@ grep -F "$approved_tenant" "$WORK/allowlist-before.txt" | grep -qF "$approved_ta
 ok "approved ${approved_fp:0:12}…: in 'fwdwatch allowlist list'"
 
 marker="compose-smoke $(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-ok "$("${CHECKS[@]}" rabbit put-marker smoke.kept "$marker")"
+check rabbit put-marker smoke.kept "$marker"
 
 open_fingerprints() {
     # shellcheck disable=SC2016 # expanded inside the redis container
@@ -294,7 +313,7 @@ open_fingerprints >"$WORK/open-after.txt"
 lost=$(comm -23 "$WORK/open-before.txt" "$WORK/open-after.txt" | wc -l)
 ((lost == 0)) || die "${lost} open detection(s) lost across down and up"
 ok "all $(wc -l <"$WORK/open-before.txt") open detections are still open (Redis append-only file)"
-ok "$("${CHECKS[@]}" rabbit get-marker smoke.kept "$marker")"
+check rabbit get-marker smoke.kept "$marker"
 [[ $(secrets_digest) == "$digest_before" ]] || die "the generated secrets changed across down and up"
 compose logs --no-color setup 2>&1 | grep -q 'using the ones generated on the first start' ||
     die "setup did not reuse the secrets"

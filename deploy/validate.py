@@ -435,8 +435,8 @@ def cmd_compose(config_json: str) -> int:
             p.error(f"{name}: group_add {RUNTIME_UID} expected (reads the generated password)")
         if ((svc.get("depends_on") or {}).get("setup") or {}).get("condition") != "service_completed_successfully":
             p.error(f"{name}: depends_on setup (service_completed_successfully) expected")
-    if "rabbitmq-diagnostics" not in json.dumps((rmq.get("healthcheck") or {}).get("test")):
-        p.error("rabbitmq health check must be `rabbitmq-diagnostics -q ping`")
+    if "check_port_connectivity" not in json.dumps((rmq.get("healthcheck") or {}).get("test")):
+        p.error("rabbitmq health check must be `rabbitmq-diagnostics -q check_port_connectivity` (ping answers before AMQP listens)")
     if not any(v.get("target") == "/var/lib/rabbitmq" for v in rmq.get("volumes") or []):
         p.error("rabbitmq needs a volume on /var/lib/rabbitmq")
     if not rmq.get("hostname"):
@@ -451,7 +451,7 @@ def cmd_compose(config_json: str) -> int:
         p.error("redis must take its password from the generated secret")
     if not any(v.get("target") == "/data" and v.get("type") == "volume" for v in redis.get("volumes") or []):
         p.error("redis needs a named volume on /data")
-    p.ok("RabbitMQ and Redis: non-root, read-only, password from the secrets volume; diagnostics ping, fixed hostname, "
+    p.ok("RabbitMQ and Redis: non-root, read-only, password from the secrets volume; listeners checked, fixed hostname, "
          "volume; append-only file on a named volume, redis-cli ping")
 
     # Secrets never written into docker-compose.yml itself: a secret-typed setting is

@@ -19,11 +19,12 @@ when what it checks does not hold. Standard library only (the host's python3).
         `docker compose ps -a --format json` output: every SERVICE has a container, the
         one-shot ones (setup, first-scan) exited 0, the others run and are healthy;
         exit 3 while something is still starting
-  checks.py rabbit tap QUEUE EXCHANGE ROUTING_KEY | busy-scanner IPS… |
+  checks.py rabbit tap QUEUE EXCHANGE ROUTING_KEY | busy-scanner RABBITMQCTL_JSON IPS… |
                    summaries QUEUE RUN_ID COUNT TIMEOUT | queue-idle QUEUE |
                    put-marker QUEUE TEXT | get-marker QUEUE TEXT
         RabbitMQ management API at $SMOKE_RABBITMQ_URL, user $SMOKE_RABBITMQ_USER,
-        password $SMOKE_RABBITMQ_PASSWORD (environment, never arguments)
+        password $SMOKE_RABBITMQ_PASSWORD (environment, never arguments); busy-scanner
+        reads rabbitmqctl's listing from a file instead
 """
 
 from __future__ import annotations
@@ -205,6 +206,18 @@ def rabbit(path: str, payload=None, method: str | None = None):
     return get_json(f"{base}/api/{path}", headers, data, method)
 
 
+def peer_address(peer) -> str:
+    """rabbitmqctl's peer_host: a string, or an Erlang address tuple as a JSON list
+    (IPv4, or IPv6 — an IPv4-mapped ::ffff:a.b.c.d becomes a.b.c.d)."""
+    if isinstance(peer, str):
+        return peer.removeprefix("::ffff:")
+    if len(peer) == 4:
+        return ".".join(str(part) for part in peer)
+    if len(peer) == 8 and peer[:6] == [0, 0, 0, 0, 0, 0xFFFF]:
+        return f"{peer[6] >> 8}.{peer[6] & 0xFF}.{peer[7] >> 8}.{peer[7] & 0xFF}"
+    return ":".join(f"{part:x}" for part in peer)
+
+
 def q(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
@@ -217,11 +230,16 @@ def cmd_rabbit(sub: str, *args: str) -> None:
         rabbit(f"bindings/%2f/e/{q(exchange)}/q/{q(queue)}", {"routing_key": key}, "POST")
         print(f"queue {queue} receives {exchange} / {key}")
     elif sub == "busy-scanner":
-        # The scanner connection holding unacknowledged scan jobs right now, by address.
-        ips = set(args)
-        for channel in rabbit("channels"):
-            peer = (channel.get("connection_details") or {}).get("peer_host")
-            if peer in ips and channel.get("messages_unacknowledged", 0) > 0:
+        # Which scanner holds unacknowledged scan jobs right now: `rabbitmqctl
+        # list_connections pid peer_host` and `list_channels connection
+        # messages_unacknowledged` (JSON, separated by a line `@@`), read from the node
+        # itself rather than the management API's statistics, which lag by seconds.
+        listing, *ips = args
+        connections_text, channels_text = open(listing).read().split("@@", 1)
+        peers = {c["pid"]: peer_address(c["peer_host"]) for c in json.loads(connections_text)}
+        for channel in json.loads(channels_text):
+            peer = peers.get(channel.get("connection"))
+            if peer in ips and int(channel.get("messages_unacknowledged", 0)) > 0:
                 print(f"{peer} {channel['messages_unacknowledged']}")
                 return
         sys.exit(3)  # none busy yet: the caller polls

@@ -81,4 +81,7 @@ class Inbox(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
     print(f"webhook inbox listening on :{port}", flush=True)
+    # The first scan delivers hundreds of alerts at once: a listen backlog of 5 (the
+    # default) would reset connections the notifier then has to retry.
+    ThreadingHTTPServer.request_queue_size = 256
     ThreadingHTTPServer(("0.0.0.0", port), Inbox).serve_forever()
