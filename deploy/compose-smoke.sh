@@ -12,7 +12,8 @@
 #   5. scales to three scanners, kills one (SIGKILL) while it holds scan jobs, and sees
 #      every tenant's summary of that run arrive all the same;
 #   6. `down` and `up` again: an approval, the open detections, a queued message and the
-#      generated secrets are all still there;
+#      generated secrets are all still there; then `up` with Microsoft 365 configured
+#      (URLs that stay inside each container): the simulator does not start;
 #   7. tears everything down and prints one closing line saying what it proved.
 #
 #   bash deploy/compose-smoke.sh
@@ -104,6 +105,7 @@ actioner_port=$(free_port)
 management_port=$(free_port)
 webhook_secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 : >"$WORK/no.env"
+extra_env=() # step 6b: a Microsoft 365 configuration
 
 # Hermetic: no .env (an empty env file instead), none of the caller's variables; only
 # the image names, the smoke test's ports and its webhook secret.
@@ -111,7 +113,7 @@ compose() {
     env -i PATH="$PATH" HOME="${HOME:-/root}" ${DOCKER_HOST:+"DOCKER_HOST=$DOCKER_HOST"} \
         "${image_env[@]}" \
         FWDWATCH_ACTIONER_PORT="$actioner_port" RABBITMQ_MANAGEMENT_PORT="$management_port" \
-        SIM_LATENCY_MS="$SIM_LATENCY_MS" SMOKE_WEBHOOK_SECRET="$webhook_secret" \
+        SIM_LATENCY_MS="$SIM_LATENCY_MS" SMOKE_WEBHOOK_SECRET="$webhook_secret" "${extra_env[@]}" \
         "$COMPOSE_BIN" --project-directory . --project-name "$PROJECT" --env-file "$WORK/no.env" \
         -f docker-compose.yml -f deploy/smoke/compose.smoke.yml "$@"
 }
@@ -156,13 +158,17 @@ ok "fwdwatch:local built in $((SECONDS - build_started)) s (log: ${WORK}/build.l
 # ---------------------------------------------------------------------------------------
 step "4. docker compose up, with no .env"
 
-# Waits until every long-running container is healthy and the one-shot ones exited 0.
+# Waits until every long-running container is healthy and the one-shot ones exited 0
+# (every service, or those named after the timeout).
 wait_ready() {
     local timeout=$1 deadline=$((SECONDS + $1)) status
+    shift
+    local wanted=("$@")
+    ((${#wanted[@]})) || wanted=("${services[@]}")
     while true; do
         status=0
         compose ps -a --format json >"$WORK/ps.json" 2>/dev/null || true
-        "${CHECKS[@]}" compose-ready "$WORK/ps.json" "${services[@]}" >"$WORK/ready.txt" 2>&1 || status=$?
+        "${CHECKS[@]}" compose-ready "$WORK/ps.json" "${wanted[@]}" >"$WORK/ready.txt" 2>&1 || status=$?
         case $status in
             0) break ;;
             3) ((SECONDS < deadline)) || die "not ready after ${timeout} s: $(cat "$WORK/ready.txt")" ;;
@@ -320,6 +326,36 @@ compose logs --no-color setup 2>&1 | grep -q 'using the ones generated on the fi
 ok "the secrets generated on the first start are the ones in use"
 
 # ---------------------------------------------------------------------------------------
+step "6b. the same command with Microsoft 365 configured: no simulator"
+
+# A partner app's settings, as .env would hold them. The URLs point at a closed port
+# inside each container: nothing leaves this machine, and nothing reaches the simulator.
+extra_env=(
+    FWDWATCH__M365__PARTNER_TENANT_ID=00000000-0000-4000-8000-000000000001
+    FWDWATCH__M365__CLIENT_ID=compose-smoke
+    "FWDWATCH__M365__CLIENT_SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    FWDWATCH__M365__LOGIN_URL=http://127.0.0.1:9
+    FWDWATCH__M365__GRAPH_URL=http://127.0.0.1:9
+    FWDWATCH__M365__EXO_URL=http://127.0.0.1:9
+)
+compose up -d >"$WORK/up-configured.log" 2>&1 || {
+    cat "$WORK/up-configured.log" >&2
+    die "docker compose up with Microsoft 365 configured failed"
+}
+wait_ready 180 rabbitmq redis enumerator scanner notifier actioner
+sim_state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$(compose ps -a -q m365-sim)")
+[[ $sim_state == "exited 0" ]] || die "m365-sim should have stood down, is: ${sim_state}"
+compose logs --no-color m365-sim 2>&1 | tail -n 1 | grep -q 'the bundled simulator is not started' ||
+    die "m365-sim did not say why it stood down"
+ok "m365-sim exited at once: $(compose logs --no-color m365-sim 2>&1 | tail -n 1 | sed 's/^[^|]*| //')"
+compose exec -T scanner fwdwatch-entrypoint env >"$WORK/scanner-env.txt"
+if ! grep -qx 'FWDWATCH_M365_TARGET=configured' "$WORK/scanner-env.txt" ||
+    ! grep -qx 'FWDWATCH__M365__GRAPH_URL=http://127.0.0.1:9' "$WORK/scanner-env.txt"; then
+    die "the scanner does not use the configured Microsoft 365"
+fi
+ok "the services use the configured Microsoft 365, not the simulator"
+
+# ---------------------------------------------------------------------------------------
 step "7. tear down"
 
 trap - EXIT
@@ -328,5 +364,5 @@ left=$(docker ps -aq --filter "label=com.docker.compose.project=${PROJECT}"; doc
 [[ -z $left ]] || die "containers or volumes left behind: ${left}"
 ok "containers, networks and volumes removed"
 
-printf '\ncompose-smoke: passed in %d s: docker compose up with no .env built and started every container healthy, non-root and read-only on this host; every simulated forward alerted and a remove link verified; a scanner killed mid-scan lost none of %d tenants; an approval, open detections, a queued message and the secrets survived down and up.\n' \
+printf '\ncompose-smoke: passed in %d s: docker compose up with no .env built and started every container healthy, non-root and read-only on this host; every simulated forward alerted and a remove link verified; a scanner killed mid-scan lost none of %d tenants; an approval, open detections, a queued message and the secrets survived down and up; with Microsoft 365 configured the simulator stood down.\n' \
     "$((SECONDS - started))" "$tenants"
