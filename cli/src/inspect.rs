@@ -111,6 +111,21 @@ pub async fn status(settings: Settings) -> anyhow::Result<ExitCode> {
     for (tenant, count) in &open {
         println!("  {tenant:<40} {count:>8}");
     }
+    let coverage = coverage_report(store.as_ref(), &keys).await?;
+    println!("tenants that cannot be read (lost coverage):");
+    if coverage.lost.is_empty() {
+        println!("  none");
+    }
+    for line in &coverage.lost {
+        println!("  {line}");
+    }
+    println!("warnings:");
+    if coverage.warnings.is_empty() {
+        println!("  none");
+    }
+    for line in &coverage.warnings {
+        println!("  {line}");
+    }
     let last = store.hash_get_all(&keys.last_run()).await?;
     if last.is_empty() {
         println!("last run: none recorded");
@@ -119,6 +134,38 @@ pub async fn status(settings: Settings) -> anyhow::Result<ExitCode> {
         println!("last run: {}", fields.join(" "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `fwdwatch status` says about coverage: tenants that went dark (with the
+/// reason and the fix) and warnings such as a GDAP relationship about to end.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CoverageReport {
+    pub lost: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Reads the notifier's coverage records (`Keys::tenant_coverage`).
+pub async fn coverage_report(store: &dyn Store, keys: &Keys) -> anyhow::Result<CoverageReport> {
+    let mut report = CoverageReport::default();
+    for tenant in store.set_members(&keys.tenants()).await? {
+        let h = store.hash_get_all(&keys.tenant_coverage(&tenant)).await?;
+        let get = |f: &str| h.get(f).map(String::as_str).unwrap_or_default();
+        let name = match get("tenant_name") {
+            "" => tenant.clone(),
+            n => format!("{tenant} ({n})"),
+        };
+        if get("state") == "lost" {
+            let mut line = format!("{name}: dark since {}: {}", get("since"), get("reason"));
+            if !get("remedy").is_empty() {
+                line.push_str(&format!(" — fix: {}", get("remedy")));
+            }
+            report.lost.push(line);
+        }
+        for w in get("warnings").lines().filter(|w| !w.trim().is_empty()) {
+            report.warnings.push(format!("{name}: {w}"));
+        }
+    }
+    Ok(report)
 }
 
 /// Counts the notifier's open fingerprints per tenant.

@@ -161,6 +161,32 @@ async fn allowlist_list_and_status_report_what_is_stored() {
     );
     assert!(text.contains("1 approvals"), "{text}");
 
+    // The notifier's coverage records: one tenant dark, one whose GDAP ends soon.
+    store
+        .set_add(&keys.tenants(), &["tenant-1".into(), "tenant-2".into()])
+        .await
+        .expect("tenants");
+    for (f, v) in [
+        ("state", "lost"),
+        ("tenant_name", "Contoso"),
+        ("since", "2026-12-01T10:00:00.000Z"),
+        ("reason", "AADSTS65001: consent revoked"),
+        ("remedy", "grant admin consent again"),
+    ] {
+        store
+            .hash_set(&keys.tenant_coverage("tenant-1"), f, v)
+            .await
+            .expect("coverage");
+    }
+    store
+        .hash_set(
+            &keys.tenant_coverage("tenant-2"),
+            "warnings",
+            "the GDAP relationship with this customer ends on 2026-12-15 (in 8 days)",
+        )
+        .await
+        .expect("warning");
+
     let out = fwdwatch(&env, &["status"]);
     assert!(
         out.status.success(),
@@ -168,6 +194,14 @@ async fn allowlist_list_and_status_report_what_is_stored() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tenant-1 (Contoso): dark since 2026-12-01T10:00:00.000Z: AADSTS65001: consent revoked — fix: grant admin consent again"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tenant-2: the GDAP relationship with this customer ends on 2026-12-15"),
+        "{text}"
+    );
     assert!(text.contains(&topology.scan_jobs_queue()), "{text}");
     assert!(text.contains("tenant-1"), "{text}");
     assert!(

@@ -144,6 +144,15 @@ pub struct EnumeratorSettings {
     /// Tenant ids never scanned (a list, or one comma-separated string from the environment).
     #[serde(default, deserialize_with = "list_or_csv")]
     pub exclude_tenants: Vec<String>,
+    /// How long a tenant that was listed before and is missing from the GDAP listing
+    /// (relationship terminated or expired) is still scheduled, so its lost coverage
+    /// is reported and reminded; after this it is forgotten.
+    #[serde(default = "default_unlisted_retention", with = "humantime_serde")]
+    pub unlisted_retention: Duration,
+}
+
+fn default_unlisted_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +160,20 @@ pub struct EnumeratorSettings {
 pub struct ScannerSettings {
     /// Tenants scanned at once by one scanner process.
     pub concurrent_tenants: usize,
+    /// Most members read per group a forward targets; a larger group is reported
+    /// (its target unreadable, the group-members check incomplete), never cut
+    /// silently.
+    pub group_member_cap: usize,
+}
+
+impl ScannerSettings {
+    /// The scan limits these settings ask for.
+    pub fn scan_options(&self) -> crate::forwards::ScanOptions {
+        crate::forwards::ScanOptions {
+            group_member_cap: self.group_member_cap.max(1),
+            ..crate::forwards::ScanOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,8 +264,17 @@ pub struct NotifierSettings {
     /// dead-letter queue were both down) is picked up again by any notifier.
     #[serde(default = "default_outbox_lease", with = "humantime_serde")]
     pub outbox_lease: Duration,
+    /// Scans in a row that could not read a tenant for a passing reason (throttling,
+    /// outages) before its coverage counts as lost. A permanent reason (consent
+    /// revoked, role removed, relationship ended) counts at once.
+    #[serde(default = "default_coverage_failures")]
+    pub coverage_failures: u32,
     #[serde(default)]
     pub sinks: SinksSettings,
+}
+
+fn default_coverage_failures() -> u32 {
+    3
 }
 
 fn default_notifier_prefetch() -> u16 {
@@ -316,6 +348,16 @@ pub struct ActionerSettings {
     /// entry once `security.link_ttl` has passed since the rotation.
     #[serde(default, deserialize_with = "secret_list_or_csv")]
     pub previous_link_secrets: Vec<SecretString>,
+    /// How long an executing command's claim lives without its worker's heartbeat
+    /// (renewed every third of it while the worker is alive). A worker that died
+    /// mid-command (SIGKILL, OOM, deploy) leaves the command to be executed again
+    /// after this — re-reading first — rather than lost.
+    #[serde(default = "default_command_lease", with = "humantime_serde")]
+    pub command_lease: Duration,
+}
+
+fn default_command_lease() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// [`list_or_csv`] for secrets: each entry becomes a `SecretString` at once.
@@ -401,6 +443,7 @@ source = "gdap"
 
 [scanner]
 concurrent_tenants = 64
+group_member_cap = 5000
 
 [notifier]
 reminder_interval = "24h"

@@ -17,6 +17,7 @@ pub mod bus;
 pub mod classify;
 pub mod config;
 pub mod contracts;
+pub mod forwards;
 pub mod links;
 pub mod m365;
 pub mod shutdown;

@@ -29,6 +29,14 @@ pub(crate) fn normalize_domain(domain: &str) -> Option<String> {
     if ascii.is_empty() || ascii.starts_with('.') || ascii.contains("..") {
         return None;
     }
+    // Letters, digits and hyphens only: an address literal (`[203.0.113.5]`) is not
+    // a domain a forward can be classified by.
+    if !ascii
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return None;
+    }
     Some(ascii)
 }
 

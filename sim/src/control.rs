@@ -59,7 +59,11 @@ pub struct RelationshipInfo {
     pub status: String,
 }
 
-fn info(meta: &TenantMeta, mailboxes: u32) -> TenantInfo {
+fn info(sim: &Sim, index: u32) -> TenantInfo {
+    let meta = sim.fleet.meta(index);
+    let mailboxes = sim.fleet.mailboxes;
+    let relationships = sim.fleet.relationships(index);
+    let consent_error = sim.fleet.consent_error(index);
     TenantInfo {
         tenant_id: meta.id.clone(),
         display_name: meta.display_name.clone(),
@@ -77,9 +81,8 @@ fn info(meta: &TenantMeta, mailboxes: u32) -> TenantInfo {
             })
             .collect(),
         unverified_domain: meta.unverified_domain.clone(),
-        gdap_active: meta.gdap_active(),
-        relationships: meta
-            .relationships
+        gdap_active: relationships.iter().any(|r| r.status == "active"),
+        relationships: relationships
             .iter()
             .map(|r| RelationshipInfo {
                 id: r.id.clone(),
@@ -87,19 +90,307 @@ fn info(meta: &TenantMeta, mailboxes: u32) -> TenantInfo {
                 status: r.status.to_string(),
             })
             .collect(),
-        consent_missing: meta.faults.consent_error.is_some(),
-        consent_error: meta.faults.consent_error,
-        exchange_role_missing: meta.faults.no_exchange_role,
+        consent_missing: consent_error.is_some(),
+        consent_error,
+        exchange_role_missing: sim.fleet.no_exchange_role(index),
         mailboxes,
     }
 }
 
 pub(crate) fn tenant_infos(sim: &Sim) -> Vec<TenantInfo> {
-    sim.fleet
-        .tenants
-        .iter()
-        .map(|t| info(&t.meta, sim.fleet.mailboxes))
+    (0..sim.fleet.tenants.len() as u32)
+        .map(|i| info(sim, i))
         .collect()
+}
+
+/// `POST /_sim/tenants/{tenant}/access`: what an attacker with admin rights (or the
+/// customer leaving) does to the partner's access, at run time.
+#[derive(Debug, Deserialize)]
+struct AccessRequest {
+    /// `false` revokes the app's consent (tokens refused, issued ones stop working).
+    consent: Option<bool>,
+    /// `false` removes the app's Exchange role (Exchange answers 403).
+    exchange_role: Option<bool>,
+    /// Every GDAP relationship gets this status (`active`, `terminated`, `expired`).
+    relationship: Option<String>,
+    /// The active relationships end this many days from now.
+    relationship_ends_in_days: Option<i64>,
+    /// The default outbound spam policy's `AutoForwardingMode` (`On`, `Off`, `Automatic`).
+    default_auto_forwarding: Option<String>,
+    /// Adds a policy allowing external forwarding, scoped by a rule to the members
+    /// of this group (`FromMemberOf`).
+    allow_forwarding_for_group: Option<String>,
+}
+
+pub(crate) async fn access(
+    State(sim): State<Arc<Sim>>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: AccessRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")).into_response();
+        }
+    };
+    let t = match customer(&sim, &tenant) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    let status: Option<&'static str> = match req.relationship.as_deref() {
+        None => None,
+        Some(s) => match [
+            "active",
+            "terminated",
+            "expired",
+            "terminationRequested",
+            "expiring",
+        ]
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(s))
+        {
+            Some(k) => Some(k),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown relationship status '{s}'"),
+                )
+                .into_response();
+            }
+        },
+    };
+    let mode = match req.default_auto_forwarding.as_deref() {
+        None => None,
+        Some(m) if m.eq_ignore_ascii_case("on") => Some(crate::model::AutoForwardingMode::On),
+        Some(m) if m.eq_ignore_ascii_case("off") => Some(crate::model::AutoForwardingMode::Off),
+        Some(m) if m.eq_ignore_ascii_case("automatic") => {
+            Some(crate::model::AutoForwardingMode::Automatic)
+        }
+        Some(m) => {
+            return error(StatusCode::BAD_REQUEST, format!("unknown mode '{m}'")).into_response();
+        }
+    };
+    if mode.is_some() || req.allow_forwarding_for_group.is_some() {
+        let mut st = sim.fleet.state(t);
+        if let Some(mode) = mode
+            && let Some(p) = st.outbound_policies.iter_mut().find(|p| p.is_default)
+        {
+            p.mode = mode;
+        }
+        if let Some(group) = &req.allow_forwarding_for_group {
+            let name = format!("Allow forwarding for {group}");
+            st.outbound_policies.push(crate::model::OutboundPolicy {
+                name: name.clone().into(),
+                is_default: false,
+                mode: crate::model::AutoForwardingMode::On,
+            });
+            st.outbound_rules.push(crate::model::OutboundRule {
+                name: name.clone().into(),
+                policy: name.into(),
+                from: Vec::new(),
+                from_member_of: vec![group.clone()],
+                sender_domain_is: Vec::new(),
+                except_if_from: Vec::new(),
+                enabled: true,
+            });
+        }
+    }
+    sim.fleet.set_access(t, |a| {
+        if let Some(c) = req.consent {
+            a.consent_revoked = !c;
+        }
+        if let Some(r) = req.exchange_role {
+            a.role_removed = !r;
+        }
+        if status.is_some() {
+            a.relationship_status = status;
+        }
+        if let Some(days) = req.relationship_ends_in_days {
+            a.relationship_end = Some(crate::token::now() as i64 + days * 86_400);
+        }
+    });
+    Json(info(&sim, t)).into_response()
+}
+
+/// `POST /_sim/faults/inbox-rules`: one mailbox's `Get-InboxRule` answers badly.
+#[derive(Debug, Deserialize)]
+struct RuleFaultRequest {
+    tenant_id: String,
+    mailbox: String,
+    /// `not_found`, `empty`, `truncated`, or `null` to clear.
+    fault: Option<String>,
+}
+
+pub(crate) async fn inbox_rule_fault(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let req: RuleFaultRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")).into_response();
+        }
+    };
+    let t = match customer(&sim, &req.tenant_id) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
+    let fault = match req.fault.as_deref() {
+        None => None,
+        Some("not_found") => Some(crate::model::ReadFault::NotFound),
+        Some("empty") => Some(crate::model::ReadFault::Empty),
+        Some("truncated") => Some(crate::model::ReadFault::Truncated),
+        Some(other) => {
+            return error(StatusCode::BAD_REQUEST, format!("unknown fault '{other}'"))
+                .into_response();
+        }
+    };
+    let meta = sim.fleet.meta(t);
+    let mut st = sim.fleet.state(t);
+    let m = match mailbox(meta, &st, Some(&req.mailbox)) {
+        Ok(m) => m as u32,
+        Err(r) => return r.into_response(),
+    };
+    st.rule_read_faults.retain(|(i, _)| *i != m);
+    if let Some(f) = fault {
+        st.rule_read_faults.push((m, f));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_sim/recipients`: a guest, mail user, contact or group an attacker adds.
+#[derive(Debug, Deserialize)]
+struct RecipientRequest {
+    tenant_id: String,
+    /// `guest`, `mail_user`, `contact`, `distribution_group`, `m365_group`.
+    kind: String,
+    /// Guests, mail users, contacts: where mail to them goes.
+    external: Option<String>,
+    /// Groups: members by identity or address (unknown outside addresses become
+    /// contacts).
+    #[serde(default)]
+    members: Vec<String>,
+    name: Option<String>,
+}
+
+/// What `POST /_sim/recipients` created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlantedRecipient {
+    pub identity: String,
+    pub primary_smtp_address: String,
+    pub email_addresses: Vec<String>,
+}
+
+pub(crate) async fn plant_recipient(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let req: RecipientRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")).into_response();
+        }
+    };
+    match plant_recipient_inner(&sim, req) {
+        Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn plant_recipient_inner(
+    sim: &Sim,
+    req: RecipientRequest,
+) -> Result<PlantedRecipient, ControlError> {
+    let t = customer(sim, &req.tenant_id)?;
+    let meta = sim.fleet.meta(t);
+    let mut st = sim.fleet.state(t);
+    let n = st.contacts.len() + st.mail_users.len() + st.groups.len() + 1;
+    let uid = uuid::Uuid::new_v4().as_u128();
+    let ext = |kind| -> Result<ExtRecipient, ControlError> {
+        let external = req
+            .external
+            .as_deref()
+            .map(|e| strip_smtp_prefix(e.trim()).to_string())
+            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "'external' is required"))?;
+        Ok(ExtRecipient {
+            kind,
+            name: req
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("Planted recipient {n}"))
+                .into(),
+            alias: format!("planted-{n}").into(),
+            external: external.into(),
+            guid: uid,
+            object_id: uid.rotate_left(64),
+        })
+    };
+    let r = match req.kind.as_str() {
+        "guest" => {
+            let r = ext(ExtKind::GuestMailUser)?;
+            st.mail_users.push(r);
+            RecipientRef::MailUser(st.mail_users.len() as u32 - 1)
+        }
+        "mail_user" => {
+            let r = ext(ExtKind::MailUser)?;
+            st.mail_users.push(r);
+            RecipientRef::MailUser(st.mail_users.len() as u32 - 1)
+        }
+        "contact" => {
+            let r = ext(ExtKind::MailContact)?;
+            st.contacts.push(r);
+            RecipientRef::Contact(st.contacts.len() as u32 - 1)
+        }
+        "distribution_group" | "m365_group" => {
+            let mut members = Vec::new();
+            for m in &req.members {
+                let r = match st.find_recipient(meta, m) {
+                    Some(r) => r,
+                    None => planted_contact(&mut st, m)?,
+                };
+                members.push(r);
+            }
+            let name = req
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("planted-group-{n}"));
+            let base = name.to_lowercase().replace(' ', "-");
+            let taken = |a: &str| {
+                st.groups.iter().any(|g| g.alias.eq_ignore_ascii_case(a))
+                    || st.mailboxes.iter().any(|m| m.alias.eq_ignore_ascii_case(a))
+            };
+            let alias = if taken(&base) {
+                format!("{base}-{n}")
+            } else {
+                base
+            };
+            st.groups.push(crate::model::Group {
+                kind: if req.kind == "m365_group" {
+                    crate::model::GroupKind::Unified
+                } else {
+                    crate::model::GroupKind::Distribution
+                },
+                alias: alias.into(),
+                name: name.into(),
+                guid: uid,
+                object_id: uid.rotate_left(64),
+                members,
+            });
+            RecipientRef::Group(st.groups.len() as u32 - 1)
+        }
+        other => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown recipient kind '{other}'"),
+            ));
+        }
+    };
+    let primary = st.primary_smtp(meta, r);
+    let email_addresses = match r {
+        RecipientRef::MailUser(i) => st.mail_users[i as usize].email_addresses(meta),
+        RecipientRef::Contact(i) => st.contacts[i as usize].email_addresses(meta),
+        RecipientRef::Group(i) => st.groups[i as usize].email_addresses(meta),
+        _ => vec![format!("SMTP:{primary}")],
+    };
+    Ok(PlantedRecipient {
+        identity: st.identity(meta, r),
+        primary_smtp_address: primary,
+        email_addresses,
+    })
 }
 
 /// A control-API error: a status and `{"error": "..."}`.
@@ -151,6 +442,11 @@ struct PlantRequest {
     keeps_copy: Option<bool>,
     /// Transport rule: `Enforce` (default), `Audit`, `AuditAndNotify`.
     mode: Option<String>,
+    /// Targets are planted as written even when they are not valid addresses (an
+    /// attacker's unreadable target).
+    unreadable: Option<bool>,
+    /// Transport rules: insert ahead of every other rule (a decoy listed first).
+    first: Option<bool>,
 }
 
 /// `DELETE /_sim/forwards`.
@@ -206,8 +502,13 @@ pub(crate) async fn plant(State(sim): State<Arc<Sim>>, body: Bytes) -> Response 
 fn plant_inner(sim: &Sim, req: PlantRequest) -> Result<TruthEntry, ControlError> {
     let t = customer(sim, &req.tenant_id)?;
     let meta = sim.fleet.meta(t);
+    let free_text = matches!(
+        req.signal,
+        Signal::ForwardingAddress | Signal::JournalRule | Signal::OutboundConnector
+    ) || req.action.as_deref() == Some("route_via_connector")
+        || req.unreadable.unwrap_or(false);
     for a in &req.targets {
-        if normalize_address(a).is_none() && req.signal != Signal::ForwardingAddress {
+        if normalize_address(a).is_none() && !free_text {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 format!("'{a}' is not an email address"),
@@ -233,6 +534,8 @@ fn plant_inner(sim: &Sim, req: PlantRequest) -> Result<TruthEntry, ControlError>
         keeps_copy: None,
         in_effect: None,
         rule_name: req.rule_name.clone(),
+        unreadable: false,
+        paths: Vec::new(),
     };
     match req.signal {
         Signal::ForwardingSmtpAddress | Signal::ForwardingAddress => {
@@ -356,6 +659,8 @@ fn plant_inner(sim: &Sim, req: PlantRequest) -> Result<TruthEntry, ControlError>
                 add_to: Vec::new(),
                 copy_to: Vec::new(),
                 connector: None,
+                incident_report: None,
+                incident_content: Vec::new(),
                 benign_action: None,
                 subject_words: Vec::new(),
                 when_changed: now,
@@ -366,6 +671,30 @@ fn plant_inner(sim: &Sim, req: PlantRequest) -> Result<TruthEntry, ControlError>
                 "redirect_message_to" => rule.redirect = list,
                 "add_to_recipients" => rule.add_to = list,
                 "copy_to" => rule.copy_to = list,
+                "generate_incident_report" | "generate_incident_report_with_message" => {
+                    rule.incident_content =
+                        if req.action.as_deref() == Some("generate_incident_report_with_message") {
+                            vec!["Sender", "Subject", "AttachOriginalMessage"]
+                        } else {
+                            vec!["Sender", "Subject"]
+                        };
+                    rule.incident_report = list.into_iter().next();
+                }
+                "route_via_connector" => {
+                    // `targets` are the smart hosts of a new rule-scoped connector.
+                    let name = format!("Planted connector {}", st.connectors.len() + 1);
+                    st.connectors.push(crate::model::OutboundConnector {
+                        name: name.clone().into(),
+                        guid: uuid::Uuid::new_v4().as_u128(),
+                        enabled: true,
+                        connector_type: "Partner",
+                        use_mx: false,
+                        smart_hosts: list,
+                        recipient_domains: vec!["*".into()],
+                        rule_scoped: true,
+                    });
+                    rule.connector = Some(name.into());
+                }
                 other => {
                     return Err(error(
                         StatusCode::BAD_REQUEST,
@@ -373,11 +702,74 @@ fn plant_inner(sim: &Sim, req: PlantRequest) -> Result<TruthEntry, ControlError>
                     ));
                 }
             }
-            st.transport_rules.push(rule);
+            if req.first == Some(true) {
+                st.transport_rules.insert(0, rule);
+            } else {
+                st.transport_rules.push(rule);
+            }
             let rid = crate::names::guid_str(guid);
             let fallback = TruthEntry {
                 rule_id: Some(rid.clone()),
                 hidden: false,
+                ..base
+            };
+            Ok(entry_for(
+                meta,
+                &st,
+                |e| e.rule_id.as_deref() == Some(&rid),
+                fallback,
+            ))
+        }
+        Signal::JournalRule => {
+            if req.targets.len() != 1 {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "a journal rule has exactly one target",
+                ));
+            }
+            let guid = uuid::Uuid::new_v4().as_u128();
+            st.journal_rules.push(crate::model::JournalRule {
+                name: req
+                    .rule_name
+                    .as_deref()
+                    .unwrap_or("Planted journal rule")
+                    .into(),
+                guid,
+                enabled: req.enabled.unwrap_or(true),
+                scope: "Global",
+                address: req.targets[0].as_str().into(),
+            });
+            let rid = crate::names::guid_str(guid);
+            let fallback = TruthEntry {
+                rule_id: Some(rid.clone()),
+                ..base
+            };
+            Ok(entry_for(
+                meta,
+                &st,
+                |e| e.rule_id.as_deref() == Some(&rid),
+                fallback,
+            ))
+        }
+        Signal::OutboundConnector => {
+            let guid = uuid::Uuid::new_v4().as_u128();
+            st.connectors.push(crate::model::OutboundConnector {
+                name: req
+                    .rule_name
+                    .as_deref()
+                    .unwrap_or("Planted connector")
+                    .into(),
+                guid,
+                enabled: req.enabled.unwrap_or(true),
+                connector_type: "Partner",
+                use_mx: false,
+                smart_hosts: req.targets.iter().map(|t| t.as_str().into()).collect(),
+                recipient_domains: vec!["*".into()],
+                rule_scoped: false,
+            });
+            let rid = crate::names::guid_str(guid);
+            let fallback = TruthEntry {
+                rule_id: Some(rid.clone()),
                 ..base
             };
             Ok(entry_for(
@@ -482,6 +874,22 @@ pub(crate) async fn remove(State(sim): State<Arc<Sim>>, body: Bytes) -> Response
             st.transport_rules
                 .retain(|r| !crate::names::guid_str(r.guid).eq_ignore_ascii_case(id.trim()));
             st.transport_rules.len() != before
+        }
+        Signal::JournalRule | Signal::OutboundConnector => {
+            let Some(id) = req.rule_id.as_deref() else {
+                return error(StatusCode::BAD_REQUEST, "'rule_id' must be the Guid")
+                    .into_response();
+            };
+            let is = |g: u128| crate::names::guid_str(g).eq_ignore_ascii_case(id.trim());
+            if req.signal == Signal::JournalRule {
+                let before = st.journal_rules.len();
+                st.journal_rules.retain(|r| !is(r.guid));
+                st.journal_rules.len() != before
+            } else {
+                let before = st.connectors.len();
+                st.connectors.retain(|c| !is(c.guid));
+                st.connectors.len() != before
+            }
         }
     };
     if removed {

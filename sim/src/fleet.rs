@@ -18,6 +18,23 @@ pub(crate) struct TenantSlot {
     /// test never touches.
     state: OnceLock<Mutex<TenantState>>,
     pub counters: TenantCounters,
+    /// What the control API changed about the partner's access at run time.
+    pub access: Mutex<Access>,
+}
+
+/// Run-time changes to a tenant's access (`POST /_sim/tenants/{id}/access`): what
+/// an attacker with admin rights does to lock the MSP out.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Access {
+    /// The app's consent was revoked: tokens are refused (AADSTS65001) and
+    /// tokens already issued stop working.
+    pub consent_revoked: bool,
+    /// The Exchange role was taken from the app: Exchange answers 403.
+    pub role_removed: bool,
+    /// Every GDAP relationship of the customer now has this status.
+    pub relationship_status: Option<&'static str>,
+    /// The active relationships now end at this time (Unix seconds).
+    pub relationship_end: Option<i64>,
 }
 
 /// The MSP's own tenant: no mailboxes, reads the GDAP endpoints.
@@ -102,6 +119,7 @@ impl Fleet {
                     meta,
                     state: OnceLock::new(),
                     counters: TenantCounters::default(),
+                    access: Mutex::new(Access::default()),
                 }
             })
             .collect();
@@ -136,6 +154,57 @@ impl Fleet {
 
     pub(crate) fn meta(&self, index: u32) -> &TenantMeta {
         &self.tenants[index as usize].meta
+    }
+
+    /// The tenant's run-time access changes.
+    pub(crate) fn access(&self, index: u32) -> Access {
+        self.tenants[index as usize]
+            .access
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_access(&self, index: u32, change: impl FnOnce(&mut Access)) {
+        let mut access = self.tenants[index as usize]
+            .access
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        change(&mut access);
+    }
+
+    /// The AADSTS code the token endpoint answers instead of a token, if any.
+    pub(crate) fn consent_error(&self, index: u32) -> Option<u32> {
+        if self.access(index).consent_revoked {
+            return Some(65001);
+        }
+        self.meta(index).faults.consent_error
+    }
+
+    /// Whether Exchange refuses the app (no Exchange role).
+    pub(crate) fn no_exchange_role(&self, index: u32) -> bool {
+        self.meta(index).faults.no_exchange_role || self.access(index).role_removed
+    }
+
+    /// The customer's GDAP relationships as they stand now.
+    pub(crate) fn relationships(&self, index: u32) -> Vec<crate::model::Relationship> {
+        let access = self.access(index);
+        self.meta(index)
+            .relationships
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if let Some(status) = access.relationship_status {
+                    r.status = status;
+                }
+                if let Some(end) = access.relationship_end
+                    && r.status == "active"
+                {
+                    r.end = end;
+                }
+                r
+            })
+            .collect()
     }
 
     pub(crate) fn counters(&self, org: Org) -> &TenantCounters {

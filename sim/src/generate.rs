@@ -20,9 +20,10 @@ use rand::rngs::StdRng;
 use crate::address::InternalDomains;
 use crate::args::ForwardRates;
 use crate::model::{
-    AcceptedDomain, AutoForwardingMode, DomainType, ExtKind, ExtRecipient, InboxRule, Mailbox,
-    MailboxKind, OutboundPolicy, OutboundRule, RecipientRef, Relationship, RemoteDomain, RuleMode,
-    SpecialDomains, Target, TenantFaults, TenantMeta, TenantState, TransportRule,
+    AcceptedDomain, AutoForwardingMode, DomainType, ExtKind, ExtRecipient, Group, GroupKind,
+    InboxRule, JournalRule, Mailbox, MailboxKind, OutboundConnector, OutboundPolicy, OutboundRule,
+    RecipientRef, Relationship, RemoteDomain, RuleMode, SpecialDomains, Target, TenantFaults,
+    TenantMeta, TenantState, TransportRule,
 };
 use crate::names::*;
 
@@ -208,6 +209,36 @@ pub(crate) enum Scenario {
     PolicyScoped,
     RemoteBlocked,
     RemoteDefaultOff,
+    // Targets that look internal but deliver outside (technique 19, 20).
+    RuleSmtpGuest,
+    RuleSmtpMailUser,
+    SmtpMailUserProxy,
+    RuleSmtpHybrid,
+    RuleSmtpGroup,
+    SmtpNestedGroup,
+    RuleGroupInternal,
+    TransportGroup,
+    AddressGroup,
+    // Targets that cannot be read (technique 21).
+    SmtpUnreadable,
+    RuleUnreadable,
+    AddressGone,
+    RuleExGone,
+    RuleContactBad,
+    TransportUnreadable,
+    // Tenant-wide paths (technique 22-24).
+    JournalExternal,
+    JournalDisabled,
+    JournalInternal,
+    JournalContact,
+    IncidentAttach,
+    IncidentMeta,
+    IncidentInternal,
+    ConnectorAllMail,
+    ConnectorOnPrem,
+    ConnectorUnused,
+    // Posture scoped by group membership.
+    PolicyGroupScoped,
 }
 
 /// Every forced ingredient, in the order they are dealt to tenants.
@@ -277,6 +308,34 @@ pub(crate) fn catalogue() -> Vec<Scenario> {
     );
     // The collector again, in other tenants, so it is shared across tenants.
     v.extend([SmtpExt(Ext::Collector), RuleCollector]);
+    v.extend([
+        RuleSmtpGuest,
+        JournalExternal,
+        RuleSmtpGroup,
+        ConnectorAllMail,
+        SmtpUnreadable,
+        RuleSmtpMailUser,
+        IncidentAttach,
+        SmtpNestedGroup,
+        JournalDisabled,
+        RuleUnreadable,
+        SmtpMailUserProxy,
+        IncidentMeta,
+        TransportGroup,
+        ConnectorOnPrem,
+        AddressGone,
+        RuleSmtpHybrid,
+        JournalInternal,
+        AddressGroup,
+        IncidentInternal,
+        RuleExGone,
+        RuleGroupInternal,
+        JournalContact,
+        ConnectorUnused,
+        RuleContactBad,
+        TransportUnreadable,
+        PolicyGroupScoped,
+    ]);
     v
 }
 
@@ -285,6 +344,8 @@ impl Scenario {
         match self {
             Self::SmtpExt(e) => ext_need(e),
             Self::SmtpInt(i) => int_need(i),
+            // An on-premises smart host lives under the tenant's own custom domain.
+            Self::ConnectorOnPrem => Some(Need::Custom),
             _ => None,
         }
     }
@@ -308,6 +369,12 @@ impl Scenario {
                 | RuleInternalOnly
                 | TransportInternal
                 | TransportJoined
+                | RuleSmtpHybrid
+                | RuleGroupInternal
+                | JournalInternal
+                | IncidentInternal
+                | ConnectorOnPrem
+                | ConnectorUnused
         );
         if internal && r.internal_share <= 0.0 {
             return false;
@@ -321,14 +388,19 @@ impl Scenario {
             }
             TransportRedirect | TransportBcc | TransportAddTo | TransportCopyTo
             | TransportDisabled | TransportAudit | TransportAuditNotify | TransportInternal
-            | TransportJoined | TransportConnector => r.transport_rule_rate > 0.0,
+            | TransportJoined | TransportConnector | TransportGroup | TransportUnreadable
+            | JournalExternal | JournalDisabled | JournalInternal | JournalContact
+            | IncidentAttach | IncidentMeta | IncidentInternal | ConnectorAllMail
+            | ConnectorOnPrem | ConnectorUnused => r.transport_rule_rate > 0.0,
+            SmtpMailUserProxy | SmtpNestedGroup | SmtpUnreadable => r.smtp_forward_rate > 0.0,
+            AddressGroup | AddressGone => r.address_forward_rate > 0.0,
             RuleHidden | RuleHiddenInternal | RuleSystemName => {
                 r.rule_forward_rate > 0.0 && r.hidden_rule_share > 0.0
             }
             RuleDisabled => r.rule_forward_rate > 0.0 && r.disabled_rule_share > 0.0,
             // Posture is not a forward: always present.
             PolicyOn | PolicyOff | PolicyAutomatic | PolicyScoped | RemoteBlocked
-            | RemoteDefaultOff => true,
+            | RemoteDefaultOff | PolicyGroupScoped => true,
             _ => r.rule_forward_rate > 0.0,
         }
     }
@@ -548,6 +620,16 @@ struct Gen<'a> {
     int_contacts: Vec<u32>,
     member_mail_users: Vec<u32>,
     guest_mail_users: Vec<u32>,
+    /// Mail users whose external address is in an accepted domain (hybrid).
+    hybrid_mail_users: Vec<u32>,
+    /// A group with an outside member (a contact), and one of mailboxes only.
+    group_outside: Option<u32>,
+    group_inside: Option<u32>,
+    /// A Microsoft 365 group nesting a distribution group with a guest (and back).
+    group_nested: Option<u32>,
+    /// The first guest's address (`…#EXT#@initial`) and the outside group's address.
+    guest_address: Option<String>,
+    group_outside_address: Option<String>,
 }
 
 impl Gen<'_> {
@@ -768,6 +850,21 @@ impl Gen<'_> {
                 self.guest_mail_users.clone()
             };
             Target::Recipient(RecipientRef::MailUser(self.pick_from(&list)))
+        } else if roll == 7 && !self.guest_mail_users.is_empty() {
+            // A guest by its own address in the tenant's initial domain.
+            Target::Smtp {
+                address: self.guest_address.clone().unwrap_or_default().into(),
+                display: None,
+            }
+        } else if roll == 8 && self.group_outside_address.is_some() {
+            Target::Smtp {
+                address: self
+                    .group_outside_address
+                    .clone()
+                    .unwrap_or_default()
+                    .into(),
+                display: None,
+            }
         } else {
             let v = self.random_ext();
             let address: Box<str> = self.ext_address(v).into();
@@ -886,9 +983,40 @@ impl Gen<'_> {
             add_to: Vec::new(),
             copy_to: Vec::new(),
             connector: None,
+            incident_report: None,
+            incident_content: Vec::new(),
             benign_action: None,
             subject_words: Vec::new(),
             when_changed: past(&mut self.rng, 400),
+        }
+    }
+
+    /// An outbound connector relaying to `hosts`.
+    fn connector(
+        &mut self,
+        name: &str,
+        hosts: Vec<String>,
+        rule_scoped: bool,
+    ) -> OutboundConnector {
+        OutboundConnector {
+            name: name.into(),
+            guid: guid(&mut self.rng),
+            enabled: true,
+            connector_type: "Partner",
+            use_mx: false,
+            smart_hosts: hosts.into_iter().map(Into::into).collect(),
+            recipient_domains: vec!["*".into()],
+            rule_scoped,
+        }
+    }
+
+    fn journal(&mut self, name: &str, address: String, enabled: bool) -> JournalRule {
+        JournalRule {
+            name: name.into(),
+            guid: guid(&mut self.rng),
+            enabled,
+            scope: "Global",
+            address: address.into(),
         }
     }
 }
@@ -904,11 +1032,18 @@ pub(crate) fn tenant_state(ctx: &FleetContext<'_>, meta: &TenantMeta) -> TenantS
         int_contacts: Vec::new(),
         member_mail_users: Vec::new(),
         guest_mail_users: Vec::new(),
+        hybrid_mail_users: Vec::new(),
+        group_outside: None,
+        group_inside: None,
+        group_nested: None,
+        guest_address: None,
+        group_outside_address: None,
     };
     let mut st = TenantState::default();
     mailboxes(&mut g, &mut st);
     let aliases: Vec<String> = st.mailboxes.iter().map(|m| m.alias.to_string()).collect();
     recipients(&mut g, &mut st, &aliases);
+    groups(&mut g, &mut st);
     posture(&mut g, &mut st);
     benign_transport_rules(&mut g, &mut st);
     let rates = ctx.rates;
@@ -1054,8 +1189,78 @@ fn recipients(g: &mut Gen<'_>, st: &mut TenantState, aliases: &[String]) {
             g.member_mail_users.push(idx);
         }
         let u = ext_recipient(g, kind, address);
+        if kind == ExtKind::GuestMailUser && g.guest_address.is_none() {
+            g.guest_address = Some(u.primary_smtp(g.meta));
+        }
         st.mail_users.push(u);
     }
+    // A hybrid user: a mail user whose mail goes to the on-premises organisation,
+    // at an address in one of the tenant's own domains — internal.
+    let onprem = g
+        .meta
+        .special
+        .relay_exact
+        .clone()
+        .unwrap_or_else(|| g.meta.default_domain.clone());
+    let (f, l) = g.person();
+    let address = format!("{}.{}.onprem@{onprem}", f.to_lowercase(), l.to_lowercase());
+    g.hybrid_mail_users.push(st.mail_users.len() as u32);
+    let u = ext_recipient(g, ExtKind::MailUser, address);
+    st.mail_users.push(u);
+}
+
+/// Groups: one with an outside member, one of colleagues only, and a Microsoft 365
+/// group nesting a distribution group with a guest, which nests it back (a cycle).
+fn groups(g: &mut Gen<'_>, st: &mut TenantState) {
+    if st.mailboxes.len() < 2 {
+        return;
+    }
+    let mut group = |g: &mut Gen<'_>, kind, base: &str, members: Vec<RecipientRef>| {
+        let alias = g.unique(base);
+        let name = alias.replace('-', " ");
+        g.used.insert(name.to_lowercase());
+        let i = st.groups.len() as u32;
+        st.groups.push(Group {
+            kind,
+            name: name.into(),
+            alias: alias.into(),
+            guid: guid(&mut g.rng),
+            object_id: guid(&mut g.rng),
+            members,
+        });
+        i
+    };
+    let contact = RecipientRef::Contact(g.ext_contacts[0]);
+    let outside = group(
+        g,
+        GroupKind::Distribution,
+        "team-sync",
+        vec![RecipientRef::Mailbox(0), RecipientRef::Mailbox(1), contact],
+    );
+    let inside = group(
+        g,
+        GroupKind::Distribution,
+        "all-staff",
+        vec![RecipientRef::Mailbox(0), RecipientRef::Mailbox(1)],
+    );
+    let hub = group(
+        g,
+        GroupKind::Unified,
+        "partners-hub",
+        vec![RecipientRef::Mailbox(0)],
+    );
+    let mut vendors = vec![RecipientRef::Group(hub)];
+    if let Some(&guest) = g.guest_mail_users.first() {
+        vendors.push(RecipientRef::MailUser(guest));
+    }
+    let vendors = group(g, GroupKind::Distribution, "vendors", vendors);
+    st.groups[hub as usize]
+        .members
+        .push(RecipientRef::Group(vendors));
+    g.group_outside = Some(outside);
+    g.group_inside = Some(inside);
+    g.group_nested = Some(hub);
+    g.group_outside_address = Some(st.groups[outside as usize].primary_smtp(g.meta));
 }
 
 fn posture(g: &mut Gen<'_>, st: &mut TenantState) {
@@ -1113,6 +1318,8 @@ fn scoped_policy(g: &mut Gen<'_>, st: &mut TenantState) {
         } else {
             Vec::new()
         },
+        from_member_of: Vec::new(),
+        except_if_from: Vec::new(),
         enabled: true,
     });
 }
@@ -1431,6 +1638,199 @@ fn apply(g: &mut Gen<'_>, st: &mut TenantState, aliases: &[String], sc: Scenario
             let mut r = g.transport_rule("Route via partner");
             r.connector = Some("Partner outbound connector".into());
             new_transport = Some(r);
+            let host = format!(
+                "smtp.{}",
+                pick(&mut g.rng, &["relay-partner.net", "mx-sync.io"])
+            );
+            let c = g.connector("Partner outbound connector", vec![host], true);
+            st.connectors.push(c);
+        }
+        RuleSmtpGuest => {
+            let mut r = g.rule("Forward to guest");
+            if let Some(a) = g.guest_address.clone() {
+                r.forward_to.push(Target::Smtp {
+                    address: a.into(),
+                    display: None,
+                });
+            }
+            new_rule = Some(r);
+        }
+        RuleSmtpMailUser | SmtpMailUserProxy => {
+            let list = g.member_mail_users.clone();
+            let u = &st.mail_users[g.pick_from(&list) as usize];
+            if sc == RuleSmtpMailUser {
+                let mut r = g.rule("Partner copy");
+                r.redirect_to.push(Target::Smtp {
+                    address: u.primary_smtp(g.meta).into(),
+                    display: None,
+                });
+                new_rule = Some(r);
+            } else {
+                // Its secondary (proxy) address in the initial domain.
+                let a = format!("{}@{}", u.alias, g.meta.initial_domain);
+                let mb = &mut st.mailboxes[slot];
+                mb.forwarding_smtp = Some(format!("smtp:{a}").into());
+                mb.deliver_and_forward = true;
+            }
+        }
+        RuleSmtpHybrid => {
+            let mut r = g.rule("Copy to on-premises");
+            if let Some(&h) = g.hybrid_mail_users.first() {
+                r.forward_to.push(Target::Smtp {
+                    address: st.mail_users[h as usize].primary_smtp(g.meta).into(),
+                    display: None,
+                });
+            }
+            new_rule = Some(r);
+        }
+        RuleSmtpGroup | RuleGroupInternal => {
+            let (name, group) = if sc == RuleSmtpGroup {
+                ("Team copy", g.group_outside)
+            } else {
+                ("Copy to staff", g.group_inside)
+            };
+            let mut r = g.rule(name);
+            if let Some(i) = group {
+                r.forward_to.push(Target::Smtp {
+                    address: st.groups[i as usize].primary_smtp(g.meta).into(),
+                    display: None,
+                });
+            }
+            new_rule = Some(r);
+        }
+        SmtpNestedGroup => {
+            if let Some(i) = g.group_nested {
+                let a = st.groups[i as usize].primary_smtp(g.meta);
+                let mb = &mut st.mailboxes[slot];
+                mb.forwarding_smtp = Some(format!("smtp:{a}").into());
+                mb.deliver_and_forward = false;
+            }
+        }
+        TransportGroup => {
+            let mut r = g.transport_rule("Add team to finance mail");
+            if let Some(i) = g.group_outside {
+                r.add_to
+                    .push(st.groups[i as usize].primary_smtp(g.meta).into());
+            }
+            new_transport = Some(r);
+        }
+        AddressGroup => {
+            st.mailboxes[slot].forwarding_address = g.group_nested.map(RecipientRef::Group);
+        }
+        SmtpUnreadable => {
+            let mb = &mut st.mailboxes[slot];
+            mb.forwarding_smtp = Some("smtp:eve@xn--a.attacker.example".into());
+            mb.deliver_and_forward = false;
+        }
+        RuleUnreadable => {
+            let mut r = g.rule("Sync");
+            r.redirect_to.push(Target::Smtp {
+                address: "eve@[203.0.113.5]".into(),
+                display: None,
+            });
+            new_rule = Some(r);
+        }
+        AddressGone | RuleExGone => {
+            let (f, l) = g.person();
+            let name = g.unique(&format!("{f} {l} (Former partner)"));
+            let i = st.gone.len() as u32;
+            st.gone.push(name.into());
+            if sc == AddressGone {
+                st.mailboxes[slot].forwarding_address = Some(RecipientRef::Gone(i));
+            } else {
+                let mut r = g.rule("Forward to partner");
+                r.forward_to.push(Target::Recipient(RecipientRef::Gone(i)));
+                new_rule = Some(r);
+            }
+        }
+        RuleContactBad => {
+            let c = ext_recipient(g, ExtKind::MailContact, "eve@[198.51.100.7]".into());
+            let i = st.contacts.len() as u32;
+            st.contacts.push(c);
+            let mut r = g.rule("Archive");
+            r.forward_to
+                .push(Target::Recipient(RecipientRef::Contact(i)));
+            new_rule = Some(r);
+        }
+        TransportUnreadable => {
+            let mut r = g.transport_rule("Copy to archive");
+            r.bcc.push("archive@xn--a.attacker.example".into());
+            new_transport = Some(r);
+        }
+        JournalExternal | JournalDisabled => {
+            let a = g.ext_address(Ext::Consumer);
+            let j = g.journal("Journal all mail", a, sc == JournalExternal);
+            st.journal_rules.push(j);
+        }
+        JournalInternal => {
+            let a = format!("journal@{}", g.meta.default_domain);
+            let j = g.journal("Compliance journal", a, true);
+            st.journal_rules.push(j);
+        }
+        JournalContact => {
+            let address = g.ext_address(Ext::Consumer);
+            let c = ext_recipient(g, ExtKind::MailContact, address);
+            let name = c.name.to_string();
+            st.contacts.push(c);
+            let j = g.journal("Third-party archive", name, true);
+            st.journal_rules.push(j);
+        }
+        IncidentAttach | IncidentMeta | IncidentInternal => {
+            let mut r = g.transport_rule(match sc {
+                IncidentAttach => "DLP incident copy",
+                IncidentMeta => "DLP incident notice",
+                _ => "DLP incident to SOC",
+            });
+            let a = if sc == IncidentInternal {
+                format!("soc@{}", g.meta.default_domain)
+            } else {
+                g.ext_address(Ext::Consumer)
+            };
+            r.incident_report = Some(a.into());
+            r.incident_content = if sc == IncidentAttach {
+                vec!["Sender", "Recipients", "Subject", "AttachOriginalMessage"]
+            } else {
+                vec!["Sender", "Subject"]
+            };
+            new_transport = Some(r);
+        }
+        ConnectorAllMail => {
+            let c = g.connector("Outbound relay", vec!["203.0.113.25".into()], false);
+            st.connectors.push(c);
+        }
+        ConnectorOnPrem => {
+            let host = format!("mail.{}", g.meta.default_domain);
+            let mut c = g.connector("To on-premises", vec![host], false);
+            c.connector_type = "OnPremises";
+            st.connectors.push(c);
+        }
+        ConnectorUnused => {
+            let c = g.connector(
+                "Spare relay",
+                vec!["relay.spare-partner.example".into()],
+                true,
+            );
+            st.connectors.push(c);
+        }
+        PolicyGroupScoped => {
+            if let Some(i) = g.group_inside {
+                let name = st.groups[i as usize].name.to_string();
+                let policy = "Allow forwarding for staff";
+                st.outbound_policies.push(OutboundPolicy {
+                    name: policy.into(),
+                    is_default: false,
+                    mode: AutoForwardingMode::On,
+                });
+                st.outbound_rules.push(OutboundRule {
+                    name: policy.into(),
+                    policy: policy.into(),
+                    from: Vec::new(),
+                    from_member_of: vec![name],
+                    sender_domain_is: Vec::new(),
+                    except_if_from: Vec::new(),
+                    enabled: true,
+                });
+            }
         }
         PolicyOn | PolicyOff | PolicyAutomatic => {
             st.outbound_policies[0].mode = match sc {

@@ -376,15 +376,21 @@ fn relationships(sim: &Sim, org: Org, q: &Query, path: &str) -> Reply {
         Ok(s) => s,
         Err(e) => return e,
     };
-    let items: Vec<(&TenantMeta, usize)> = sim
+    let items: Vec<(&TenantMeta, crate::model::Relationship)> = sim
         .fleet
         .tenants
         .iter()
-        .flat_map(|t| (0..t.meta.relationships.len()).map(move |i| (&t.meta, i)))
-        .filter(|(m, i)| {
+        .enumerate()
+        .flat_map(|(i, t)| {
+            sim.fleet
+                .relationships(i as u32)
+                .into_iter()
+                .map(move |r| (&t.meta, r))
+        })
+        .filter(|(_, r)| {
             status
                 .as_deref()
-                .is_none_or(|s| m.relationships[*i].status.eq_ignore_ascii_case(s))
+                .is_none_or(|s| r.status.eq_ignore_ascii_case(s))
         })
         .collect();
     let listing = Listing {
@@ -394,8 +400,7 @@ fn relationships(sim: &Sim, org: Org, q: &Query, path: &str) -> Reply {
         context: "tenantRelationships/delegatedAdminRelationships",
         generic_select: true,
     };
-    page(&items, q, &listing, |(m, i)| {
-        let r = &m.relationships[*i];
+    page(&items, q, &listing, |(m, r)| {
         let active = r.status == "active";
         json!({
             "@odata.type": "#microsoft.graph.delegatedAdminRelationship",
@@ -753,7 +758,11 @@ fn rule_id_of_graph(id: &str) -> Option<u64> {
 }
 
 fn recipient_json(meta: &TenantMeta, st: &TenantState, t: &Target) -> Value {
-    let address = st.target_address(meta, t);
+    // Graph shows a recipient object by its address (a contact's is its external one).
+    let address = match t {
+        Target::Smtp { address, .. } => address.to_string(),
+        Target::Recipient(r) => st.primary_smtp(meta, *r),
+    };
     let name = match t {
         Target::Smtp { address, display } => display.as_deref().unwrap_or(address).to_string(),
         Target::Recipient(r) => st.display_name(*r).to_string(),

@@ -33,10 +33,10 @@ mod token;
 mod truth;
 
 pub use args::{FaultArgs, ForwardRates, SimArgs};
-pub use control::{DomainInfo, RelationshipInfo, TenantInfo};
+pub use control::{DomainInfo, PlantedRecipient, RelationshipInfo, TenantInfo};
 pub use server::{RunningSim, start};
 pub use stats::{StatsSnapshot, TenantStats};
-pub use truth::{Signal, TruthEntry};
+pub use truth::{Signal, TruthEntry, TruthHop, TruthPath};
 
 /// The partner (MSP) tenant id; its Graph token reads the GDAP endpoints.
 pub const DEFAULT_PARTNER_TENANT_ID: &str = "6f0c2a1e-5b7d-4c3e-9a21-7d5e8f90b3c4";

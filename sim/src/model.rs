@@ -81,12 +81,6 @@ pub(crate) struct TenantMeta {
     pub server: String,
 }
 
-impl TenantMeta {
-    pub(crate) fn gdap_active(&self) -> bool {
-        self.relationships.iter().any(|r| r.status == "active")
-    }
-}
-
 /// Optional accepted domains by role (names as in `TenantMeta::domains`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SpecialDomains {
@@ -124,6 +118,11 @@ pub(crate) enum RecipientRef {
     Mailbox(u32),
     Contact(u32),
     MailUser(u32),
+    /// A distribution group or Microsoft 365 group.
+    Group(u32),
+    /// A recipient that was deleted after a forward named it (index into
+    /// `TenantState::gone`): no lookup resolves it any more.
+    Gone(u32),
 }
 
 /// One target of an inbox rule, as Exchange stores it.
@@ -208,6 +207,74 @@ impl ExtKind {
     }
 }
 
+/// A distribution group or a Microsoft 365 group, with its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupKind {
+    Distribution,
+    /// A Microsoft 365 group (`GroupMailbox`): members via `Get-UnifiedGroupLinks`.
+    Unified,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    pub kind: GroupKind,
+    /// Name = Identity = DisplayName.
+    pub name: Box<str>,
+    /// Lower-case alias; the local part of its addresses.
+    pub alias: Box<str>,
+    pub guid: u128,
+    pub object_id: u128,
+    pub members: Vec<RecipientRef>,
+}
+
+impl Group {
+    pub(crate) fn primary_smtp(&self, meta: &TenantMeta) -> String {
+        format!("{}@{}", self.alias, meta.default_domain)
+    }
+    pub(crate) fn email_addresses(&self, meta: &TenantMeta) -> Vec<String> {
+        let mut v = vec![format!("SMTP:{}", self.primary_smtp(meta))];
+        if meta.initial_domain != meta.default_domain {
+            v.push(format!("smtp:{}@{}", self.alias, meta.initial_domain));
+        }
+        v
+    }
+    pub(crate) fn legacy_dn(&self) -> String {
+        legacy_dn(self.guid, &self.alias)
+    }
+    pub(crate) fn details(&self) -> &'static str {
+        match self.kind {
+            GroupKind::Distribution => "MailUniversalDistributionGroup",
+            GroupKind::Unified => "GroupMailbox",
+        }
+    }
+}
+
+/// A journal rule (`Get-JournalRule`).
+#[derive(Debug, Clone)]
+pub(crate) struct JournalRule {
+    pub name: Box<str>,
+    pub guid: u128,
+    pub enabled: bool,
+    /// `Global`, `Internal` or `External`.
+    pub scope: &'static str,
+    /// Where journal reports go: an SMTP address or a recipient's name.
+    pub address: Box<str>,
+}
+
+/// An outbound connector (`Get-OutboundConnector`).
+#[derive(Debug, Clone)]
+pub(crate) struct OutboundConnector {
+    pub name: Box<str>,
+    pub guid: u128,
+    pub enabled: bool,
+    /// `Partner` or `OnPremises`.
+    pub connector_type: &'static str,
+    pub use_mx: bool,
+    pub smart_hosts: Vec<Box<str>>,
+    pub recipient_domains: Vec<Box<str>>,
+    pub rule_scoped: bool,
+}
+
 /// A mail contact or mail user: an object inside the tenant that points outside.
 #[derive(Debug, Clone)]
 pub(crate) struct ExtRecipient {
@@ -251,6 +318,10 @@ pub(crate) struct TransportRule {
     pub add_to: Vec<Box<str>>,
     pub copy_to: Vec<Box<str>>,
     pub connector: Option<Box<str>>,
+    /// `GenerateIncidentReport`: who receives incident reports.
+    pub incident_report: Option<Box<str>>,
+    /// `IncidentReportContent` (e.g. `Sender`, `Subject`, `AttachOriginalMessage`).
+    pub incident_content: Vec<&'static str>,
     /// A non-forwarding action (disclaimer, subject prefix) of benign rules.
     pub benign_action: Option<&'static str>,
     pub subject_words: Vec<&'static str>,
@@ -258,13 +329,14 @@ pub(crate) struct TransportRule {
 }
 
 impl TransportRule {
-    /// Every address entry of the four recipient fields.
+    /// Every address entry of the four recipient fields and the incident report.
     pub(crate) fn recipient_entries(&self) -> impl Iterator<Item = &str> {
         self.redirect
             .iter()
             .chain(&self.bcc)
             .chain(&self.add_to)
             .chain(&self.copy_to)
+            .chain(&self.incident_report)
             .map(|s| &**s)
     }
 }
@@ -299,7 +371,10 @@ pub(crate) struct OutboundRule {
     pub name: Box<str>,
     pub policy: Box<str>,
     pub from: Vec<String>,
+    /// Groups (by name) whose members the policy applies to.
+    pub from_member_of: Vec<String>,
     pub sender_domain_is: Vec<String>,
+    pub except_if_from: Vec<String>,
     pub enabled: bool,
 }
 
@@ -323,6 +398,25 @@ pub(crate) struct TenantState {
     pub remote_domains: Vec<RemoteDomain>,
     /// Graph users without a mailbox (unlicensed): messageRules answers 404 for them.
     pub users_without_mailbox: Vec<(Box<str>, u128)>,
+    pub groups: Vec<Group>,
+    pub journal_rules: Vec<JournalRule>,
+    pub connectors: Vec<OutboundConnector>,
+    /// Names of recipients deleted after forwards named them (`RecipientRef::Gone`).
+    pub gone: Vec<Box<str>>,
+    /// Mailboxes (by index) whose next `Get-InboxRule` reads answer with a fault
+    /// (set through `/_sim/faults/mailbox`).
+    pub rule_read_faults: Vec<(u32, ReadFault)>,
+}
+
+/// How a mailbox's `Get-InboxRule` misbehaves (tests of partial reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFault {
+    /// `ManagementObjectNotFoundException`, although `Get-Mailbox` lists it.
+    NotFound,
+    /// 200 with an empty JSON object (no `value`).
+    Empty,
+    /// Only the first rule, with the "more results" warning and no nextLink.
+    Truncated,
 }
 
 /// The Exchange organisation's legacy DN prefix of every recipient.
@@ -366,8 +460,24 @@ impl ExtRecipient {
             // A member mail user has an address in the tenant's own domain: using it
             // instead of ExternalEmailAddress makes the forward look internal.
             ExtKind::MailUser => format!("{}@{}", self.alias, meta.default_domain),
-            ExtKind::MailContact | ExtKind::GuestMailUser => self.external.to_string(),
+            // A guest's address is in the tenant's initial domain, built from its
+            // outside address: `eve_gmail.com#EXT#@contoso.onmicrosoft.com`.
+            ExtKind::GuestMailUser => {
+                let ext = crate::address::strip_smtp_prefix(&self.external);
+                format!("{}#EXT#@{}", ext.replace('@', "_"), meta.initial_domain)
+            }
+            ExtKind::MailContact => self.external.to_string(),
         }
+    }
+
+    /// Every SMTP address it receives at (`EmailAddresses`).
+    pub(crate) fn email_addresses(&self, meta: &TenantMeta) -> Vec<String> {
+        let primary = self.primary_smtp(meta);
+        let mut v = vec![format!("SMTP:{primary}")];
+        if self.kind == ExtKind::MailUser {
+            v.push(format!("smtp:{}@{}", self.alias, meta.initial_domain));
+        }
+        v
     }
     pub(crate) fn legacy_dn(&self) -> String {
         legacy_dn(self.guid, &self.alias)
@@ -384,6 +494,8 @@ impl TenantState {
                 .map_or("", |m| &m.display_name),
             RecipientRef::Contact(i) => self.contacts.get(i as usize).map_or("", |c| &c.name),
             RecipientRef::MailUser(i) => self.mail_users.get(i as usize).map_or("", |c| &c.name),
+            RecipientRef::Group(i) => self.groups.get(i as usize).map_or("", |g| &g.name),
+            RecipientRef::Gone(i) => self.gone.get(i as usize).map_or("", |g| g),
         }
     }
 
@@ -394,9 +506,10 @@ impl TenantState {
                 .mailboxes
                 .get(i as usize)
                 .map_or_else(String::new, |m| m.name(meta)),
-            RecipientRef::Contact(_) | RecipientRef::MailUser(_) => {
-                self.display_name(r).to_string()
-            }
+            RecipientRef::Contact(_)
+            | RecipientRef::MailUser(_)
+            | RecipientRef::Group(_)
+            | RecipientRef::Gone(_) => self.display_name(r).to_string(),
         }
     }
 
@@ -407,35 +520,92 @@ impl TenantState {
             RecipientRef::MailUser(i) => {
                 self.mail_users.get(i as usize).map(ExtRecipient::legacy_dn)
             }
+            RecipientRef::Group(i) => self.groups.get(i as usize).map(Group::legacy_dn),
+            // A deleted object's DN: nothing answers to it any more.
+            RecipientRef::Gone(i) => Some(legacy_dn(
+                0xdead_0000_0000_0000_0000_0000_0000_0000 | u128::from(i),
+                &format!("deleted-{i}"),
+            )),
         }
         .unwrap_or_default()
     }
 
-    /// The address mail to this recipient really goes to: a mailbox's primary SMTP
-    /// address, a contact's or mail user's ExternalEmailAddress.
-    pub(crate) fn delivery_address(&self, meta: &TenantMeta, r: RecipientRef) -> String {
+    /// A recipient's primary SMTP address (empty for a deleted one).
+    pub(crate) fn primary_smtp(&self, meta: &TenantMeta, r: RecipientRef) -> String {
         match r {
             RecipientRef::Mailbox(i) => {
                 self.mailboxes.get(i as usize).map(|m| m.primary_smtp(meta))
             }
-            RecipientRef::Contact(i) => self
-                .contacts
-                .get(i as usize)
-                .map(|c| c.external.to_string()),
+            RecipientRef::Contact(i) => self.contacts.get(i as usize).map(|c| c.primary_smtp(meta)),
             RecipientRef::MailUser(i) => self
                 .mail_users
                 .get(i as usize)
-                .map(|c| c.external.to_string()),
+                .map(|c| c.primary_smtp(meta)),
+            RecipientRef::Group(i) => self.groups.get(i as usize).map(|g| g.primary_smtp(meta)),
+            RecipientRef::Gone(_) => None,
         }
         .unwrap_or_default()
     }
 
-    /// The address a target delivers to.
-    pub(crate) fn target_address(&self, meta: &TenantMeta, t: &Target) -> String {
-        match t {
-            Target::Smtp { address, .. } => address.to_string(),
-            Target::Recipient(r) => self.delivery_address(meta, *r),
+    /// `RecipientTypeDetails` of a recipient.
+    pub(crate) fn details(&self, r: RecipientRef) -> &'static str {
+        match r {
+            RecipientRef::Mailbox(i) => self
+                .mailboxes
+                .get(i as usize)
+                .map_or("UserMailbox", |m| m.kind.details()),
+            RecipientRef::Contact(_) => "MailContact",
+            RecipientRef::MailUser(i) => self
+                .mail_users
+                .get(i as usize)
+                .map_or("MailUser", |u| u.kind.details()),
+            RecipientRef::Group(i) => self
+                .groups
+                .get(i as usize)
+                .map_or("MailUniversalDistributionGroup", Group::details),
+            RecipientRef::Gone(_) => "",
         }
+    }
+
+    /// The recipient that receives mail at an SMTP address (any of its addresses).
+    pub(crate) fn find_by_address(&self, meta: &TenantMeta, address: &str) -> Option<RecipientRef> {
+        let a = crate::address::normalize_address(address)?;
+        let (local, domain) = a.rsplit_once('@')?;
+        let eq = |x: &str| {
+            crate::address::normalize_address(x).is_some_and(|n| {
+                n.rsplit_once('@')
+                    .is_some_and(|(l, d)| l.eq_ignore_ascii_case(local) && d == domain)
+            })
+        };
+        let ours = meta.domains.iter().any(|d| d.ascii == domain);
+        if ours {
+            if let Some(i) = self.mailboxes.iter().position(|m| {
+                m.alias.eq_ignore_ascii_case(local)
+                    && m.email_addresses(meta)
+                        .iter()
+                        .any(|e| eq(crate::address::strip_smtp_prefix(e)))
+            }) {
+                return Some(RecipientRef::Mailbox(i as u32));
+            }
+            if let Some(i) = self.groups.iter().position(|g| {
+                g.email_addresses(meta)
+                    .iter()
+                    .any(|e| eq(crate::address::strip_smtp_prefix(e)))
+            }) {
+                return Some(RecipientRef::Group(i as u32));
+            }
+        }
+        if let Some(i) = self.mail_users.iter().position(|u| {
+            u.email_addresses(meta)
+                .iter()
+                .any(|e| eq(crate::address::strip_smtp_prefix(e)))
+        }) {
+            return Some(RecipientRef::MailUser(i as u32));
+        }
+        self.contacts
+            .iter()
+            .position(|c| eq(&c.primary_smtp(meta)))
+            .map(|i| RecipientRef::Contact(i as u32))
     }
 
     /// A target as Exchange's Get-InboxRule writes it.
@@ -451,6 +621,20 @@ impl TenantState {
                 format!("\"{}\" [EX:{}]", self.display_name(*r), self.legacy_dn(*r))
             }
         }
+    }
+
+    pub(crate) fn find_group(&self, meta: &TenantMeta, key: &str) -> Option<usize> {
+        let key = crate::address::strip_smtp_prefix(key.trim());
+        self.groups.iter().position(|g| {
+            key.eq_ignore_ascii_case(&g.name)
+                || key.eq_ignore_ascii_case(&g.alias)
+                || key.eq_ignore_ascii_case(&guid_str(g.guid))
+                || key.eq_ignore_ascii_case(&guid_str(g.object_id))
+                || key.eq_ignore_ascii_case(&g.legacy_dn())
+                || g.email_addresses(meta)
+                    .iter()
+                    .any(|e| key.eq_ignore_ascii_case(crate::address::strip_smtp_prefix(e)))
+        })
     }
 
     /// Finds a mailbox by any of its identities (Name, alias, SMTP addresses, UPN,
@@ -516,7 +700,15 @@ impl TenantState {
         if let Some(i) = Self::find_ext(&self.mail_users, meta, key) {
             return Some(RecipientRef::MailUser(i as u32));
         }
-        Self::find_ext(&self.contacts, meta, key).map(|i| RecipientRef::Contact(i as u32))
+        if let Some(i) = self.find_group(meta, key) {
+            return Some(RecipientRef::Group(i as u32));
+        }
+        if let Some(i) = Self::find_ext(&self.contacts, meta, key) {
+            return Some(RecipientRef::Contact(i as u32));
+        }
+        // Any address a recipient receives at (proxies included), as Exchange's
+        // -Identity accepts.
+        self.find_by_address(meta, key)
     }
 
     pub(crate) fn find_contact(&self, meta: &TenantMeta, key: &str) -> Option<usize> {

@@ -90,6 +90,9 @@ fn router(sim: Arc<Sim>) -> Router {
             "/_sim/forwards",
             post(control::plant).delete(control::remove),
         )
+        .route("/_sim/tenants/{tenant}/access", post(control::access))
+        .route("/_sim/faults/inbox-rules", post(control::inbox_rule_fault))
+        .route("/_sim/recipients", post(control::plant_recipient))
         .route("/_sim/stats", get(control::stats))
         .route("/_sim/stats/reset", post(control::reset_stats))
         .with_state(sim)

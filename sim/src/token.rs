@@ -190,6 +190,13 @@ pub(crate) fn authorize(
         return Err(AuthError::Expired);
     }
     let org = sim.fleet.resolve(&claims.tid).ok_or(AuthError::Invalid)?;
+    // Consent revoked since the token was issued: the service principal is gone,
+    // its tokens with it.
+    if let Org::Customer(i) = org
+        && sim.fleet.access(i).consent_revoked
+    {
+        return Err(AuthError::Revoked);
+    }
     if claims.sim_revoked {
         sim.stats
             .injected(Injected::TokenRevoked, Some(sim.fleet.counters(org)));
@@ -472,7 +479,7 @@ fn issue(sim: &Sim, tenant_key: &str, org: Option<Org>, headers: &HeaderMap, bod
         );
     }
     if let Org::Customer(i) = org
-        && let Some(code) = sim.fleet.meta(i).faults.consent_error
+        && let Some(code) = sim.fleet.consent_error(i)
     {
         sim.stats
             .injected(Injected::NoConsent, Some(sim.fleet.counters(org)));

@@ -383,7 +383,7 @@ async fn unknown_cmdlet_is_403_with_a_non_json_body() {
 }
 
 #[tokio::test]
-async fn get_recipient_lists_mailboxes_contacts_and_mail_users() {
+async fn get_recipient_lists_mailboxes_contacts_mail_users_and_groups() {
     let s = start(small_args()).await;
     let (tenant, token) = exo_tenant(&s).await;
     let rows = s.exo_all(&tenant, &token, "Get-Recipient", json!({})).await;
@@ -391,7 +391,14 @@ async fn get_recipient_lists_mailboxes_contacts_and_mail_users() {
         .iter()
         .filter_map(|r| r["RecipientTypeDetails"].as_str())
         .collect();
-    for k in ["UserMailbox", "MailContact", "MailUser", "GuestMailUser"] {
+    for k in [
+        "UserMailbox",
+        "MailContact",
+        "MailUser",
+        "GuestMailUser",
+        "MailUniversalDistributionGroup",
+        "GroupMailbox",
+    ] {
         assert!(kinds.contains(k), "{k} in {kinds:?}");
     }
     for r in &rows {
@@ -411,7 +418,9 @@ async fn get_recipient_lists_mailboxes_contacts_and_mail_users() {
             assert!(r.get(f).is_some(), "Get-Recipient field {f}");
         }
         match r["RecipientType"].as_str() {
-            Some("UserMailbox") => assert!(r["ExternalEmailAddress"].is_null()),
+            Some("UserMailbox" | "MailUniversalDistributionGroup") => {
+                assert!(r["ExternalEmailAddress"].is_null())
+            }
             _ => assert!(
                 r["ExternalEmailAddress"]
                     .as_str()

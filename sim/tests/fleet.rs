@@ -27,6 +27,10 @@ struct Tenant {
     policies: Vec<Value>,
     policy_rules: Vec<Value>,
     remote: Vec<Value>,
+    journal: Vec<Value>,
+    connectors: Vec<Value>,
+    /// Group Guid → its member rows (Get-DistributionGroupMember / Get-UnifiedGroupLinks).
+    members: BTreeMap<String, Vec<Value>>,
 }
 
 struct Snapshot {
@@ -109,9 +113,29 @@ async fn scan() -> Snapshot {
             .into_iter()
             .map(|(m, r)| (m, r["RuleIdentity"].to_string()))
             .collect();
+        let recipients = get("Get-Recipient", json!({"ResultSize": "Unlimited"})).await;
+        let mut members = BTreeMap::new();
+        for g in &recipients {
+            let (cmdlet, params) = match g["RecipientTypeDetails"].as_str() {
+                Some("GroupMailbox") => (
+                    "Get-UnifiedGroupLinks",
+                    json!({"Identity": g["Guid"], "LinkType": "Members"}),
+                ),
+                Some(k) if k.ends_with("Group") => (
+                    "Get-DistributionGroupMember",
+                    json!({"Identity": g["Guid"]}),
+                ),
+                _ => continue,
+            };
+            let rows = get(cmdlet, params).await;
+            members.insert(g["Guid"].as_str().unwrap_or_default().to_string(), rows);
+        }
         tenants.push(Tenant {
             domains: get("Get-AcceptedDomain", json!({})).await,
-            recipients: get("Get-Recipient", json!({"ResultSize": "Unlimited"})).await,
+            journal: get("Get-JournalRule", json!({})).await,
+            connectors: get("Get-OutboundConnector", json!({})).await,
+            members,
+            recipients,
             transport: get("Get-TransportRule", json!({})).await,
             policies: get("Get-HostedOutboundSpamFilterPolicy", json!({})).await,
             policy_rules: get("Get-HostedOutboundSpamFilterRule", json!({})).await,
@@ -171,20 +195,192 @@ fn is_internal(t: &Tenant, normalised: &str) -> bool {
     exact.iter().any(|x| x == d) || subs.iter().any(|s| d.ends_with(&format!(".{s}")))
 }
 
-fn delivery_address(recipient: &Value) -> String {
-    match recipient["ExternalEmailAddress"].as_str() {
-        Some(e) => e
-            .trim_start_matches("SMTP:")
-            .trim_start_matches("smtp:")
-            .to_string(),
-        None => recipient["PrimarySmtpAddress"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+fn strip_smtp(a: &str) -> &str {
+    let a = a.trim();
+    if a.len() >= 5 && a.is_char_boundary(5) && a[..5].eq_ignore_ascii_case("smtp:") {
+        &a[5..]
+    } else {
+        a
     }
 }
 
-/// One target of one forward as seen on the wire.
+/// A normalised address, only when its domain is letters, digits and hyphens (an
+/// address literal or an invalid IDNA label cannot be classified).
+fn readable(addr: &str) -> Option<String> {
+    let n = normalise(addr)?;
+    let d = domain_of(&n);
+    (!d.is_empty()
+        && !n.starts_with('@')
+        && d.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'))
+    .then_some(n)
+}
+
+/// Compares addresses as Exchange does: local part without case, domain A-label.
+fn same_address(a: &str, b: &str) -> bool {
+    match (readable(strip_smtp(a)), readable(strip_smtp(b))) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(&y),
+        _ => false,
+    }
+}
+
+/// Where one delivered copy of a forward goes.
+#[derive(Clone)]
+struct Res {
+    /// The delivered address as written.
+    address: String,
+    /// Normalised, or the text as written when unreadable.
+    normalised: String,
+    external: bool,
+    unreadable: bool,
+    /// (address, RecipientTypeDetails) of the recipients on the way.
+    via: Vec<(String, String)>,
+}
+
+fn hop(r: &Value) -> (String, String) {
+    let primary = r["PrimarySmtpAddress"].as_str().unwrap_or_default();
+    (
+        readable(primary).unwrap_or_else(|| primary.to_string()),
+        r["RecipientTypeDetails"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Follows targets through a tenant's recipients, independently of the sim.
+struct Wire<'a> {
+    t: &'a Tenant,
+}
+
+impl Wire<'_> {
+    fn by_address(&self, address: &str) -> Option<&Value> {
+        self.t.recipients.iter().find(|r| {
+            r["PrimarySmtpAddress"]
+                .as_str()
+                .is_some_and(|p| same_address(p, address))
+                || r["EmailAddresses"].as_array().is_some_and(|list| {
+                    list.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|e| e.to_ascii_lowercase().starts_with("smtp:"))
+                        .any(|e| same_address(e, address))
+                })
+        })
+    }
+
+    fn by_identity(&self, v: &str) -> Option<&Value> {
+        self.t
+            .recipients
+            .iter()
+            .find(|r| r["Identity"] == v || r["Name"] == v)
+    }
+
+    fn by_dn(&self, dn: &str) -> Option<&Value> {
+        self.t.recipients.iter().find(|r| {
+            r["LegacyExchangeDN"]
+                .as_str()
+                .is_some_and(|d| d.eq_ignore_ascii_case(dn))
+        })
+    }
+
+    fn smtp(&self, address: &str, text: &str, out: &mut Vec<Res>) {
+        let Some(n) = readable(strip_smtp(address)) else {
+            out.push(Res {
+                address: address.to_string(),
+                normalised: text.trim().to_string(),
+                external: true,
+                unreadable: true,
+                via: vec![],
+            });
+            return;
+        };
+        match self.by_address(&n) {
+            Some(r) => self.recipient(r, &[], &mut BTreeSet::new(), out),
+            None => out.push(Res {
+                address: address.to_string(),
+                external: !is_internal(self.t, &n),
+                normalised: n,
+                unreadable: false,
+                via: vec![],
+            }),
+        }
+    }
+
+    fn recipient(
+        &self,
+        r: &Value,
+        via: &[(String, String)],
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<Res>,
+    ) {
+        let kind = r["RecipientTypeDetails"].as_str().unwrap_or_default();
+        let mut via = via.to_vec();
+        if kind == "GroupMailbox" || kind.ends_with("Group") {
+            let guid = r["Guid"].as_str().unwrap_or_default().to_string();
+            if !seen.insert(guid.clone()) {
+                return;
+            }
+            via.push(hop(r));
+            for m in self.t.members.get(&guid).into_iter().flatten() {
+                self.recipient(m, &via, seen, out);
+            }
+        } else if kind.ends_with("Mailbox") {
+            let a = r["PrimarySmtpAddress"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            out.push(Res {
+                normalised: readable(&a).unwrap_or_else(|| a.clone()),
+                address: a,
+                external: false,
+                unreadable: false,
+                via,
+            });
+        } else {
+            via.push(hop(r));
+            let ext =
+                strip_smtp(r["ExternalEmailAddress"].as_str().unwrap_or_default()).to_string();
+            match readable(&ext) {
+                None => out.push(Res {
+                    normalised: ext.clone(),
+                    address: ext,
+                    external: true,
+                    unreadable: true,
+                    via,
+                }),
+                Some(n) => out.push(Res {
+                    address: ext,
+                    external: !is_internal(self.t, &n),
+                    normalised: n,
+                    unreadable: false,
+                    via,
+                }),
+            }
+        }
+    }
+
+    /// A transport or journal rule entry: `;`-joined addresses, or a recipient's name.
+    fn entry(&self, raw: &str, out: &mut Vec<Res>) {
+        for item in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            if item.contains('@') {
+                self.smtp(item, item, out);
+            } else {
+                match self.by_identity(item) {
+                    Some(r) => self.recipient(r, &[], &mut BTreeSet::new(), out),
+                    None => out.push(Res {
+                        address: item.to_string(),
+                        normalised: item.to_string(),
+                        external: true,
+                        unreadable: true,
+                        via: vec![],
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// One delivered target of one forward as seen on the wire.
 struct Fwd {
     tenant: usize,
     mailbox: Option<String>,
@@ -192,10 +388,13 @@ struct Fwd {
     rule_id: Option<String>,
     field: &'static str,
     raw: String,
+    /// The recipient object the forward names (the first on the way), if any.
     recipient: Option<Value>,
     address: String,
     normalised: String,
     external: bool,
+    unreadable: bool,
+    via: Vec<(String, String)>,
     row: Value,
 }
 
@@ -204,68 +403,72 @@ fn forwards() -> &'static Vec<Fwd> {
     F.get_or_init(|| {
         let mut out = Vec::new();
         for (ti, t) in snapshot().tenants.iter().enumerate() {
+            let wire = Wire { t };
             let mut push = |mailbox: Option<String>,
                             signal,
                             rule_id: Option<String>,
                             field,
                             raw: String,
                             recipient: Option<Value>,
-                            address: String,
+                            resolved: Vec<Res>,
                             row: &Value| {
-                let normalised =
-                    normalise(&address).unwrap_or_else(|| panic!("unparseable target {address}"));
-                let external = !is_internal(t, &normalised);
-                out.push(Fwd {
-                    tenant: ti,
-                    mailbox,
-                    signal,
-                    rule_id,
-                    field,
-                    raw,
-                    recipient,
-                    address,
-                    normalised,
-                    external,
-                    row: row.clone(),
-                });
-            };
-            let by_identity = |v: &str| t.recipients.iter().find(|r| r["Identity"] == v).cloned();
-            let by_dn = |dn: &str| {
-                t.recipients
-                    .iter()
-                    .find(|r| {
-                        r["LegacyExchangeDN"]
-                            .as_str()
-                            .is_some_and(|d| d.eq_ignore_ascii_case(dn))
-                    })
-                    .cloned()
+                for r in resolved {
+                    out.push(Fwd {
+                        tenant: ti,
+                        mailbox: mailbox.clone(),
+                        signal,
+                        rule_id: rule_id.clone(),
+                        field,
+                        raw: raw.clone(),
+                        recipient: recipient.clone(),
+                        address: r.address,
+                        normalised: r.normalised,
+                        external: r.external,
+                        unreadable: r.unreadable,
+                        via: r.via,
+                        row: row.clone(),
+                    });
+                }
             };
             for m in &t.mailboxes {
                 let mb = m["PrimarySmtpAddress"].as_str().map(str::to_string);
                 if let Some(f) = m["ForwardingSmtpAddress"].as_str() {
+                    let mut res = Vec::new();
+                    wire.smtp(strip_smtp(f), f, &mut res);
+                    let recipient =
+                        readable(strip_smtp(f)).and_then(|n| wire.by_address(&n).cloned());
                     push(
                         mb.clone(),
                         Signal::ForwardingSmtpAddress,
                         None,
                         "ForwardingSmtpAddress",
                         f.to_string(),
-                        None,
-                        f.to_string(),
+                        recipient,
+                        res,
                         m,
                     );
                 }
                 if let Some(f) = m["ForwardingAddress"].as_str() {
-                    let r =
-                        by_identity(f).unwrap_or_else(|| panic!("ForwardingAddress {f} resolves"));
-                    let addr = delivery_address(&r);
+                    let mut res = Vec::new();
+                    let r = wire.by_identity(f).cloned();
+                    match &r {
+                        Some(r) => wire.recipient(r, &[], &mut BTreeSet::new(), &mut res),
+                        None => res.push(Res {
+                            address: f.to_string(),
+                            normalised: f.to_string(),
+                            external: true,
+                            unreadable: true,
+                            via: vec![],
+                        }),
+                    }
                     push(
                         mb.clone(),
                         Signal::ForwardingAddress,
                         None,
                         "ForwardingAddress",
                         f.to_string(),
-                        Some(r),
-                        addr,
+                        r,
+                        res,
                         m,
                     );
                 }
@@ -279,18 +482,32 @@ fn forwards() -> &'static Vec<Fwd> {
                         .flatten()
                         .filter_map(Value::as_str)
                     {
-                        let open = raw.rfind('[').expect("[");
+                        let open = raw
+                            .find(" [")
+                            .map(|i| i + 1)
+                            .or_else(|| raw.find('['))
+                            .expect("[");
                         let close = raw.rfind(']').expect("]");
                         let (kind, value) =
                             raw[open + 1..close].split_once(':').expect("TYPE:value");
-                        let (recipient, address) = if kind.eq_ignore_ascii_case("EX") {
-                            let r = by_dn(value)
-                                .unwrap_or_else(|| panic!("EX target {value} resolves"));
-                            let a = delivery_address(&r);
-                            (Some(r), a)
+                        let mut res = Vec::new();
+                        let recipient = if kind.eq_ignore_ascii_case("EX") {
+                            let r = wire.by_dn(value).cloned();
+                            match &r {
+                                Some(r) => wire.recipient(r, &[], &mut BTreeSet::new(), &mut res),
+                                None => res.push(Res {
+                                    address: raw.to_string(),
+                                    normalised: raw.to_string(),
+                                    external: true,
+                                    unreadable: true,
+                                    via: vec![],
+                                }),
+                            }
+                            r
                         } else {
                             assert!(kind.eq_ignore_ascii_case("SMTP"), "{raw}");
-                            (None, value.to_string())
+                            wire.smtp(value, raw, &mut res);
+                            readable(value).and_then(|n| wire.by_address(&n).cloned())
                         };
                         push(
                             Some(mb.clone()),
@@ -299,7 +516,7 @@ fn forwards() -> &'static Vec<Fwd> {
                             field,
                             raw.to_string(),
                             recipient,
-                            address,
+                            res,
                             row,
                         );
                     }
@@ -312,26 +529,103 @@ fn forwards() -> &'static Vec<Fwd> {
                     "BlindCopyTo",
                     "AddToRecipients",
                     "CopyTo",
+                    "GenerateIncidentReport",
                 ] {
-                    for entry in row[field]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                    {
-                        for part in entry.split(';').filter(|p| !p.trim().is_empty()) {
-                            push(
-                                None,
-                                Signal::TransportRule,
-                                rid.clone(),
-                                field,
-                                entry.to_string(),
-                                None,
-                                part.to_string(),
-                                row,
-                            );
-                        }
+                    let entries: Vec<&str> = match &row[field] {
+                        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                        Value::String(s) => vec![s.as_str()],
+                        _ => vec![],
+                    };
+                    for entry in entries {
+                        let mut res = Vec::new();
+                        wire.entry(entry, &mut res);
+                        push(
+                            None,
+                            Signal::TransportRule,
+                            rid.clone(),
+                            field,
+                            entry.to_string(),
+                            None,
+                            res,
+                            row,
+                        );
                     }
+                }
+            }
+            for row in &t.journal {
+                let rid = row["Guid"].as_str().map(str::to_string);
+                if let Some(a) = row["JournalEmailAddress"].as_str() {
+                    let mut res = Vec::new();
+                    wire.entry(a, &mut res);
+                    push(
+                        None,
+                        Signal::JournalRule,
+                        rid,
+                        "JournalEmailAddress",
+                        a.to_string(),
+                        None,
+                        res,
+                        row,
+                    );
+                }
+            }
+            for row in &t.connectors {
+                let name = row["Name"].as_str().unwrap_or_default();
+                let routing: Vec<&Value> = t
+                    .transport
+                    .iter()
+                    .filter(|r| {
+                        r["RouteMessageOutboundConnector"]
+                            .as_str()
+                            .is_some_and(|c| c.eq_ignore_ascii_case(name))
+                    })
+                    .collect();
+                if row["IsTransportRuleScoped"] == true && routing.is_empty() {
+                    continue;
+                }
+                let via: Vec<(String, String)> = routing
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["Guid"].as_str().unwrap_or_default().to_string(),
+                            "TransportRule".to_string(),
+                        )
+                    })
+                    .collect();
+                let (exact, _) = internal_domains(t);
+                for host in row["SmartHosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    let bare = host.trim_start_matches('[').trim_end_matches(']');
+                    let (name_or_ip, owned) = if bare.parse::<std::net::IpAddr>().is_ok() {
+                        (bare.to_string(), false)
+                    } else {
+                        let h = a_label(bare).expect("host");
+                        let owned = exact.iter().any(|d| {
+                            !d.ends_with("onmicrosoft.com")
+                                && (h == *d || h.ends_with(&format!(".{d}")))
+                        });
+                        (h, owned)
+                    };
+                    push(
+                        None,
+                        Signal::OutboundConnector,
+                        row["Guid"].as_str().map(str::to_string),
+                        "SmartHosts",
+                        host.to_string(),
+                        None,
+                        vec![Res {
+                            address: host.to_string(),
+                            normalised: name_or_ip,
+                            external: !owned,
+                            unreadable: false,
+                            via: via.clone(),
+                        }],
+                        row,
+                    );
                 }
             }
         }
@@ -341,6 +635,7 @@ fn forwards() -> &'static Vec<Fwd> {
 
 /// What one truth entry is made of in the reference scan.
 type GroupKey = (usize, Option<String>, Signal, Option<String>);
+type Path = (String, Vec<(String, String)>);
 type Key = (
     String,
     Option<String>,
@@ -349,48 +644,76 @@ type Key = (
     Vec<String>,
     bool,
     bool,
+    bool,
+    Vec<Path>,
 );
 
 #[test]
 fn truth_equals_what_a_correct_scan_derives_from_the_wire() {
     let snap = snapshot();
-    let mut groups: BTreeMap<GroupKey, (BTreeSet<String>, &Value)> = BTreeMap::new();
+    type Acc<'a> = (BTreeSet<String>, &'a Value, bool, BTreeSet<Path>);
+    let mut groups: BTreeMap<GroupKey, Acc<'_>> = BTreeMap::new();
     for f in forwards() {
         let e = groups
             .entry((f.tenant, f.mailbox.clone(), f.signal, f.rule_id.clone()))
-            .or_insert((BTreeSet::new(), &f.row));
+            .or_insert((BTreeSet::new(), &f.row, false, BTreeSet::new()));
         if f.external {
             e.0.insert(f.normalised.clone());
+            e.2 |= f.unreadable;
+            if !f.via.is_empty() {
+                e.3.insert((f.normalised.clone(), f.via.clone()));
+            }
         }
     }
     let mut expected: Vec<Key> = groups
         .into_iter()
-        .filter(|(_, (targets, _))| !targets.is_empty())
-        .map(|((ti, mailbox, signal, rule_id), (targets, row))| {
-            let t = &snap.tenants[ti];
-            let (enabled, hidden) = match signal {
-                Signal::InboxRule => {
-                    let visible = t.visible.contains(&(
-                        mailbox.clone().unwrap_or_default(),
-                        rule_id.clone().unwrap_or_default(),
-                    ));
-                    (row["Enabled"] == true, !visible)
-                }
-                Signal::TransportRule => {
-                    (row["State"] == "Enabled" && row["Mode"] == "Enforce", false)
-                }
-                _ => (true, false),
-            };
-            (
-                t.info.tenant_id.clone(),
-                mailbox,
-                signal,
-                rule_id,
-                targets.into_iter().collect(),
-                enabled,
-                hidden,
-            )
-        })
+        .filter(|(_, (targets, ..))| !targets.is_empty())
+        .map(
+            |((ti, mailbox, signal, rule_id), (targets, row, unreadable, paths))| {
+                let t = &snap.tenants[ti];
+                let (enabled, hidden) = match signal {
+                    Signal::InboxRule => {
+                        let visible = t.visible.contains(&(
+                            mailbox.clone().unwrap_or_default(),
+                            rule_id.clone().unwrap_or_default(),
+                        ));
+                        (row["Enabled"] == true, !visible)
+                    }
+                    Signal::TransportRule => {
+                        (row["State"] == "Enabled" && row["Mode"] == "Enforce", false)
+                    }
+                    Signal::JournalRule => (row["Enabled"] == true, false),
+                    Signal::OutboundConnector => {
+                        let routed_active = t.transport.iter().any(|r| {
+                            r["RouteMessageOutboundConnector"]
+                                .as_str()
+                                .is_some_and(|c| {
+                                    c.eq_ignore_ascii_case(row["Name"].as_str().unwrap_or_default())
+                                })
+                                && r["State"] == "Enabled"
+                                && r["Mode"] == "Enforce"
+                        });
+                        (
+                            row["Enabled"] == true
+                                && (row["IsTransportRuleScoped"] != true || routed_active),
+                            false,
+                        )
+                    }
+                    _ => (true, false),
+                };
+                (
+                    t.info.tenant_id.clone(),
+                    mailbox,
+                    signal,
+                    rule_id,
+                    targets.into_iter().collect(),
+                    enabled,
+                    hidden,
+                    unreadable,
+                    paths.into_iter().collect(),
+                )
+            },
+        )
         .collect();
     expected.sort();
     let mut actual: Vec<Key> = snap
@@ -405,6 +728,19 @@ fn truth_equals_what_a_correct_scan_derives_from_the_wire() {
                 e.targets.clone(),
                 e.enabled,
                 e.hidden,
+                e.unreadable,
+                e.paths
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.target.clone(),
+                            p.via
+                                .iter()
+                                .map(|h| (h.address.clone(), h.kind.clone()))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
             )
         })
         .collect();
@@ -431,6 +767,9 @@ fn truth_is_sorted_and_normalised() {
             "sorted and deduplicated: {:?}",
             e.targets
         );
+        if e.unreadable || e.signal == Signal::OutboundConnector {
+            continue;
+        }
         for t in &e.targets {
             let d = domain_of(t);
             assert!(
@@ -439,7 +778,9 @@ fn truth_is_sorted_and_normalised() {
             );
         }
         match e.signal {
-            Signal::TransportRule => assert!(e.mailbox.is_none() && e.rule_id.is_some()),
+            Signal::TransportRule | Signal::JournalRule | Signal::OutboundConnector => {
+                assert!(e.mailbox.is_none() && e.rule_id.is_some())
+            }
             Signal::InboxRule => assert!(
                 e.mailbox.is_some()
                     && e.rule_id
@@ -870,8 +1211,18 @@ fn ingredient_outbound_policies() {
         .find(|r| r["HostedOutboundSpamFilterPolicy"] == p["Name"])
         .expect("its rule");
     assert!(
-        rule["From"].is_array() || rule["SenderDomainIs"].is_array(),
+        rule["From"].is_array()
+            || rule["SenderDomainIs"].is_array()
+            || rule["FromMemberOf"].is_array(),
         "scoped to some senders"
+    );
+    assert!(
+        snapshot()
+            .tenants
+            .iter()
+            .flat_map(|t| &t.policy_rules)
+            .any(|r| r["FromMemberOf"].is_array()),
+        "a policy scoped to a group's members"
     );
 }
 
@@ -958,6 +1309,178 @@ fn ingredient_rule_identity_above_2_pow_63() {
             .and_then(|r| r.parse::<u64>().ok())
             .is_some_and(|r| r > 1 << 63)
     }));
+}
+
+#[test]
+fn ingredient_guests_and_mail_users_behind_internal_addresses() {
+    let via_kind = |f: &Fwd, k: &str| f.via.iter().any(|(_, kind)| kind == k);
+    assert!(
+        any(|f| f.external && f.raw.contains("#EXT#@") && via_kind(f, "GuestMailUser")),
+        "an inbox rule to a guest's own address delivers outside"
+    );
+    assert!(
+        any(|f| f.signal == Signal::InboxRule
+            && f.external
+            && f.raw.contains("[SMTP:")
+            && via_kind(f, "MailUser")),
+        "a rule to a mail user's address in an accepted domain"
+    );
+    assert!(
+        any(|f| f.signal == Signal::ForwardingSmtpAddress
+            && f.external
+            && via_kind(f, "MailUser")
+            && f.raw.contains(".onmicrosoft.com")),
+        "ForwardingSmtpAddress to a mail user's proxy address"
+    );
+    assert!(
+        any(|f| !f.external && via_kind(f, "MailUser") && f.address.contains(".onprem@")),
+        "a hybrid mail user stays internal"
+    );
+}
+
+#[test]
+fn ingredient_groups_nested_with_a_cycle_and_internal_ones() {
+    fn kinds(f: &Fwd) -> Vec<&str> {
+        f.via.iter().map(|(_, k)| k.as_str()).collect()
+    }
+    assert!(any(|f| f.external
+        && kinds(f).first() == Some(&"MailUniversalDistributionGroup")
+        && kinds(f).get(1) == Some(&"MailContact")));
+    assert!(
+        any(|f| f.external
+            && kinds(f)
+                == vec![
+                    "GroupMailbox",
+                    "MailUniversalDistributionGroup",
+                    "GuestMailUser"
+                ]),
+        "a Microsoft 365 group nesting a group with a guest"
+    );
+    assert!(
+        any(|f| f.signal == Signal::InboxRule
+            && !f.external
+            && f.via.len() == 1
+            && kinds(f) == vec!["MailUniversalDistributionGroup"]),
+        "a group of colleagues only is internal"
+    );
+    assert!(any(|f| f.signal == Signal::TransportRule
+        && f.external
+        && !f.via.is_empty()));
+    assert!(any(|f| f.signal == Signal::ForwardingAddress
+        && f.external
+        && !f.via.is_empty()
+        && kinds(f)[0] == "GroupMailbox"));
+}
+
+#[test]
+fn ingredient_unreadable_targets_on_every_signal() {
+    let unreadable = |signal: Signal| {
+        snapshot()
+            .truth
+            .iter()
+            .any(|e| e.signal == signal && e.unreadable)
+    };
+    for signal in [
+        Signal::ForwardingSmtpAddress,
+        Signal::ForwardingAddress,
+        Signal::InboxRule,
+        Signal::TransportRule,
+    ] {
+        assert!(unreadable(signal), "{signal:?}");
+    }
+    let targets: Vec<&String> = snapshot()
+        .truth
+        .iter()
+        .filter(|e| e.unreadable)
+        .flat_map(|e| &e.targets)
+        .collect();
+    assert!(
+        targets.iter().any(|t| t.contains("xn--a.attacker.example")),
+        "IDNA-invalid"
+    );
+    assert!(
+        targets.iter().any(|t| t.contains("[203.0.113.5]")),
+        "address literal"
+    );
+    assert!(
+        targets.iter().any(|t| t.contains("(Former partner)")),
+        "a deleted recipient"
+    );
+    assert!(
+        targets.iter().any(|t| t.contains("198.51.100.7")),
+        "a contact whose address does not parse"
+    );
+}
+
+#[test]
+fn ingredient_journal_rules() {
+    let j: Vec<&TruthEntry> = snapshot()
+        .truth
+        .iter()
+        .filter(|e| e.signal == Signal::JournalRule)
+        .collect();
+    assert!(j.iter().any(|e| e.enabled && e.paths.is_empty()));
+    assert!(j.iter().any(|e| !e.enabled));
+    assert!(
+        j.iter()
+            .any(|e| e.paths.iter().any(|p| p.via[0].kind == "MailContact")),
+        "to a contact by name"
+    );
+    assert!(
+        any(|f| f.signal == Signal::JournalRule && !f.external),
+        "journaling inside is no forward"
+    );
+}
+
+#[test]
+fn ingredient_incident_reports() {
+    let reports: Vec<&Fwd> = forwards()
+        .iter()
+        .filter(|f| f.field == "GenerateIncidentReport")
+        .collect();
+    let attaches = |f: &Fwd| {
+        f.row["IncidentReportContent"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x == "AttachOriginalMessage"))
+    };
+    assert!(reports.iter().any(|f| f.external && attaches(f)));
+    assert!(reports.iter().any(|f| f.external && !attaches(f)));
+    assert!(reports.iter().any(|f| !f.external));
+}
+
+#[test]
+fn ingredient_outbound_connectors() {
+    let c: Vec<&TruthEntry> = snapshot()
+        .truth
+        .iter()
+        .filter(|e| e.signal == Signal::OutboundConnector)
+        .collect();
+    assert!(
+        c.iter()
+            .any(|e| e.paths.iter().any(|p| p.via[0].kind == "TransportRule")),
+        "a connector a transport rule routes to"
+    );
+    assert!(
+        c.iter().any(|e| e.paths.is_empty()
+            && e.targets
+                .iter()
+                .any(|t| t.parse::<std::net::IpAddr>().is_ok())),
+        "a connector for all mail to an IP"
+    );
+    assert!(
+        any(|f| f.signal == Signal::OutboundConnector && !f.external),
+        "an owned smart host"
+    );
+    let all: Vec<&Value> = snapshot()
+        .tenants
+        .iter()
+        .flat_map(|t| &t.connectors)
+        .collect();
+    assert!(
+        all.iter().any(|r| r["IsTransportRuleScoped"] == true
+            && !c.iter().any(|e| e.rule_id.as_deref() == r["Guid"].as_str())),
+        "a rule-scoped connector no rule uses is no forward"
+    );
 }
 
 // ---- determinism ----

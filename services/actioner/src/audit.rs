@@ -69,6 +69,10 @@ impl Auditor {
 
     /// Records `event` in the log, the Redis stream and on the events exchange.
     pub async fn record(&self, event: &AuditEvent) {
+        self.record_in(event, false).await;
+    }
+
+    async fn record_in(&self, event: &AuditEvent, refused_at_edge: bool) {
         tracing::info!(
             audit = true,
             event_id = %event.event_id,
@@ -84,7 +88,12 @@ impl Auditor {
             detail = %event.detail,
             "Audit."
         );
-        if let Err(error) = store::audit::append(self.store.as_ref(), &self.keys, event).await {
+        let stored = if refused_at_edge {
+            store::audit::append_refused(self.store.as_ref(), &self.keys, event).await
+        } else {
+            store::audit::append(self.store.as_ref(), &self.keys, event).await
+        };
+        if let Err(error) = stored {
             tracing::error!(%error, event_id = %event.event_id, "Could not write the audit record to Redis.");
         }
         let message = outgoing(&self.events_exchange, &audit_route(&event.action), event);
@@ -112,7 +121,8 @@ impl Auditor {
         }
     }
 
-    /// Records a refusal at the HTTP edge (no command was published).
+    /// Records a refusal at the HTTP edge (no command was published), in the
+    /// refusals' own stream: a flood of them cannot evict executed decisions.
     pub async fn refused(&self, actor: Issuer, subject: Subject, detail: impl Into<String>) {
         let event = AuditEvent {
             kind: AuditEventType::Tag,
@@ -134,7 +144,7 @@ impl Auditor {
             before: None,
             after: None,
         };
-        self.record(&event).await;
+        self.record_in(&event, true).await;
     }
 }
 

@@ -33,6 +33,7 @@ pub mod audit;
 pub mod authz;
 pub mod execute;
 pub mod http;
+pub mod limits;
 pub mod reply;
 pub mod tokens;
 
@@ -86,6 +87,8 @@ pub struct ContextInner {
     pub authz: authz::Authorizer,
     pub auditor: audit::Auditor,
     pub replier: reply::Replier,
+    /// Rate limits on refused requests (links).
+    pub limits: limits::RefusalLimits,
 }
 
 impl std::ops::Deref for Context {
@@ -119,6 +122,7 @@ impl Context {
                 authz,
                 auditor,
                 replier,
+                limits: limits::RefusalLimits::default(),
             }),
         })
     }
@@ -205,12 +209,15 @@ pub async fn run_with(
     // Either half failing stops the other, so the process exits and is restarted
     // rather than running half-deaf.
     let stop = shutdown.child_token();
-    let executor = Arc::new(Executor::new(
-        context.clone(),
-        exchange,
-        removal,
-        consumer_options.delivery_limit,
-    ));
+    let executor = Arc::new(
+        Executor::new(
+            context.clone(),
+            exchange,
+            removal,
+            consumer_options.delivery_limit,
+        )
+        .with_lease(context.settings.actioner.command_lease),
+    );
     let queue = context.topology.actioner_commands_queue();
     let consume = {
         let stop = stop.clone();
@@ -232,9 +239,12 @@ pub async fn run_with(
         let stop = stop.clone();
         let app = http::router(context.clone());
         async move {
-            let outcome = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .await;
+            let outcome = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
             stop.cancel();
             outcome.context("serving HTTP")
         }
@@ -291,6 +301,20 @@ mod tests {
             unreachable!()
         }
         async fn disable_transport_rule(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<(), fwdwatch_shared::m365::M365Error> {
+            unreachable!()
+        }
+        async fn disable_journal_rule(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<(), fwdwatch_shared::m365::M365Error> {
+            unreachable!()
+        }
+        async fn disable_outbound_connector(
             &self,
             _: &str,
             _: &str,

@@ -137,6 +137,18 @@ async fn slack_requests_must_prove_slack_an_operator_and_the_button() {
             400,
             "approve token on a remove button"
         );
+        let note = app
+            .reply_where(|r| {
+                r["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("carries a token for approve"))
+            })
+            .await;
+        assert_eq!(
+            note["response_type"],
+            json!("ephemeral"),
+            "answered in Slack like every refusal: {note}"
+        );
         let (payload, _) = token.split_once('.').expect("token");
         let tampered = format!("{payload}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
         let tampered = slack_body(
@@ -342,9 +354,11 @@ async fn signed_links_show_on_get_and_act_once_on_post() {
     .await;
 }
 
-/// A forward whose target changed between detection and decision is not touched.
+/// An attacker who changes the forward after the alert (another case, another
+/// target) cannot make removal impossible: the forward is found by its identity,
+/// removed, and the result says what changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remove_refuses_a_forward_that_changed_since_detection() {
+async fn remove_acts_on_a_forward_the_attacker_changed_and_says_what_changed() {
     with_app(clean, async |app: &TestApp| {
         let tenant = &app.tenants()[0];
         let mailbox = app.mailboxes(tenant).await[1].clone();
@@ -352,7 +366,7 @@ async fn remove_refuses_a_forward_that_changed_since_detection() {
         let detected = claims(CommandAction::Remove, tenant, &mailbox, Signal::ForwardingSmtpAddress, COLLECTOR, None, "teams");
         // The attacker moves the forward to another collector after the alert.
         app.unplant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox})).await;
-        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": ["second@evil.example"]})).await;
+        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": ["Second@evil.example"]})).await;
 
         let url = format!("{}/act/{}", app.base, app.token(&detected));
         let page = app.http.post(&url).form(&[("confirm", "remove")]).send().await.expect("post");
@@ -360,12 +374,103 @@ async fn remove_refuses_a_forward_that_changed_since_detection() {
         let html = page.text().await.expect("html");
         assert!(html.contains("changed since detection"), "{html}");
         let result = app.result(&format!("link-{}", detected.nonce)).await;
+        assert_eq!(result.outcome, CommandOutcome::Verified, "{}", result.detail);
+        assert!(
+            result.detail.contains(COLLECTOR) && result.detail.contains("Second@evil.example"),
+            "old and new targets: {}",
+            result.detail
+        );
+        let now_fingerprint = fingerprint(tenant, Some(&mailbox), Signal::ForwardingSmtpAddress, None, &["Second@evil.example".to_owned()]);
+        assert_eq!(result.removed_fingerprints, vec![now_fingerprint]);
+        assert!(app.truth_of(tenant, &mailbox, Signal::ForwardingSmtpAddress).await.is_empty(), "removed");
+        assert_eq!(set_mailbox_calls(app).await, 1);
+    })
+    .await;
+}
+
+/// A forward that is gone (or no longer sends mail outside) is refused, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_refuses_a_forward_that_is_gone() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let mailbox = app.mailboxes(tenant).await[1].clone();
+        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": [COLLECTOR]})).await;
+        let detected = claims(CommandAction::Remove, tenant, &mailbox, Signal::ForwardingSmtpAddress, COLLECTOR, None, "teams");
+        // Now forwarding to a colleague: no longer outside.
+        let colleague = app.mailboxes(tenant).await[2].clone();
+        app.unplant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox})).await;
+        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": [colleague]})).await;
+        let url = format!("{}/act/{}", app.base, app.token(&detected));
+        let page = app.http.post(&url).form(&[("confirm", "remove")]).send().await.expect("post");
+        assert_eq!(page.status(), 200);
+        let result = app.result(&format!("link-{}", detected.nonce)).await;
         assert_eq!(result.outcome, CommandOutcome::Refused);
-        assert!(result.detail.contains("second@evil.example"), "names what is there now: {}", result.detail);
-        let now = app.truth_of(tenant, &mailbox, Signal::ForwardingSmtpAddress).await;
-        assert_eq!(now.len(), 1);
-        assert_eq!(now[0]["targets"], json!(["second@evil.example"]), "nothing changed");
-        assert_eq!(set_mailbox_calls(app).await, 0);
+        assert!(result.detail.contains("no longer sends mail outside"), "{}", result.detail);
+        assert_eq!(set_mailbox_calls(app).await, 0, "nothing was changed");
+    })
+    .await;
+}
+
+/// A decoy transport rule named after the real rule's Guid, listed first, must not
+/// absorb the removal and let it report "verified": rules are found, disabled and
+/// verified by Guid only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_rules_are_acted_on_by_guid_and_a_decoy_never_absorbs_it() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let real = app.plant(json!({"tenant_id": tenant, "signal": "transport_rule", "targets": ["bcc@evil.example"], "rule_name": "Copy finance"})).await;
+        let guid = real["rule_id"].as_str().expect("guid").to_owned();
+        app.plant(json!({"tenant_id": tenant, "signal": "transport_rule", "targets": ["decoy@evil.example"], "rule_name": guid, "enabled": false, "first": true})).await;
+        let mut command = Command::example();
+        command.command_id = uuid::Uuid::new_v4().to_string();
+        command.action = CommandAction::Remove;
+        command.issued_by = Issuer { channel: Channel::Bot, user_id: "teams-bot".into(), name: "Dana via Teams".into() };
+        command.tenant_id = tenant.clone();
+        command.mailbox = None;
+        command.signal = Some(Signal::TransportRule);
+        command.target = None;
+        command.rule_id = Some(guid.clone());
+        command.fingerprint = fingerprint(tenant, None, Signal::TransportRule, Some(&guid), &["bcc@evil.example".to_owned()]);
+        command.expires_at = None;
+        app.bus.publish(outgoing(&app.topology.commands_exchange(), ROUTE_COMMAND, &command)).await.expect("publish");
+        let result = app.result(&command.command_id).await;
+        assert_eq!(result.outcome, CommandOutcome::Verified, "{}", result.detail);
+        let truth = app.truth(tenant).await;
+        let real_now = truth.iter().find(|e| e["rule_id"] == json!(guid)).expect("the real rule is kept");
+        assert_eq!(real_now["enabled"], json!(false), "the real rule was disabled");
+        assert_eq!(result.before.as_ref().expect("before")["Guid"], json!(guid), "evidence of the real rule");
+    })
+    .await;
+}
+
+/// Journal rules and outbound connectors are removed (disabled) by Guid and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_rules_and_connectors_are_disabled_and_verified() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let journal = app.plant(json!({"tenant_id": tenant, "signal": "journal_rule", "targets": ["journal@evil.example"]})).await;
+        let connector = app.plant(json!({"tenant_id": tenant, "signal": "outbound_connector", "targets": ["smtp.evil.example"]})).await;
+        for (entry, signal, target) in [
+            (&journal, Signal::JournalRule, "journal@evil.example"),
+            (&connector, Signal::OutboundConnector, "smtp.evil.example"),
+        ] {
+            let guid = entry["rule_id"].as_str().expect("guid").to_owned();
+            let mut command = Command::example();
+            command.command_id = uuid::Uuid::new_v4().to_string();
+            command.action = CommandAction::Remove;
+            command.tenant_id = tenant.clone();
+            command.mailbox = None;
+            command.signal = Some(signal);
+            command.target = None;
+            command.rule_id = Some(guid.clone());
+            command.fingerprint = fingerprint(tenant, None, signal, Some(&guid), &[target.to_owned()]);
+            command.expires_at = None;
+            app.bus.publish(outgoing(&app.topology.commands_exchange(), ROUTE_COMMAND, &command)).await.expect("publish");
+            let result = app.result(&command.command_id).await;
+            assert_eq!(result.outcome, CommandOutcome::Verified, "{signal}: {}", result.detail);
+            let now = app.truth(tenant).await.into_iter().find(|e| e["rule_id"] == json!(guid)).expect("kept as evidence");
+            assert_eq!(now["enabled"], json!(false), "{signal} disabled");
+        }
     })
     .await;
 }
@@ -391,7 +496,7 @@ async fn rules_are_disabled_and_verified_through_the_api_and_the_queue() {
         assert_eq!(accepted.status(), 202);
         let accepted: Value = accepted.json().await.expect("json");
         let command_id = accepted["command_id"].as_str().expect("id").to_owned();
-        assert_eq!(command_id, format!("api-{API_CLIENT}-ticket-4411"));
+        assert_eq!(command_id, format!("api-{}-{API_CLIENT}-ticket-4411", API_CLIENT.len()));
 
         let result = app.result(&command_id).await;
         assert_eq!(result.outcome, CommandOutcome::Verified, "{}", result.detail);
@@ -517,6 +622,218 @@ async fn a_missing_exchange_role_is_reported_with_the_fix() {
             result.detail.contains("Exchange Administrator"),
             "says how to fix it: {}",
             result.detail
+        );
+    })
+    .await;
+}
+
+/// The dead-letter depth of the commands queue.
+async fn dead_commands(app: &TestApp) -> u64 {
+    app.bus
+        .queue_depth(
+            &app.topology
+                .dead_queue(&app.topology.actioner_commands_queue()),
+        )
+        .await
+        .expect("depth")
+}
+
+/// A command whose worker died mid-way (its claim left behind, no result) is
+/// executed again once the claim's lease lapses — re-reading first — and ends with
+/// a result; its redeliveries do not run out inside the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_command_still_runs_once() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let mailbox = app.mailboxes(tenant).await[0].clone();
+        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": [COLLECTOR]})).await;
+        let mut command = Command::example();
+        command.command_id = uuid::Uuid::new_v4().to_string();
+        command.action = CommandAction::Remove;
+        command.tenant_id = tenant.clone();
+        command.mailbox = Some(mailbox.clone());
+        command.signal = Some(Signal::ForwardingSmtpAddress);
+        command.target = Some(COLLECTOR.into());
+        command.fingerprint = fingerprint(tenant, Some(&mailbox), Signal::ForwardingSmtpAddress, None, &[COLLECTOR.to_owned()]);
+        command.expires_at = None;
+        // A worker claimed it and died (SIGKILL): the claim is left, no result.
+        assert!(app.store.claim(&app.keys.command_claim(&command.command_id), COMMAND_LEASE).await.expect("claim"));
+        app.bus.publish(outgoing(&app.topology.commands_exchange(), ROUTE_COMMAND, &command)).await.expect("publish");
+        let result = app.result(&command.command_id).await;
+        assert_eq!(result.outcome, CommandOutcome::Verified, "{}", result.detail);
+        assert_eq!(set_mailbox_calls(app).await, 1, "executed once");
+        assert_eq!(dead_commands(app).await, 0, "not dead-lettered unexecuted");
+        assert!(app.truth_of(tenant, &mailbox, Signal::ForwardingSmtpAddress).await.is_empty());
+
+        // A link whose first POST was interrupted before its command ran works again.
+        app.plant(json!({"tenant_id": tenant, "signal": "forwarding_smtp_address", "mailbox": mailbox, "targets": [COLLECTOR]})).await;
+        let c = claims(CommandAction::Remove, tenant, &mailbox, Signal::ForwardingSmtpAddress, COLLECTOR, None, "teams");
+        assert!(app.store.claim(&app.keys.link_nonce(&c.nonce), std::time::Duration::from_secs(600)).await.expect("nonce"));
+        let url = format!("{}/act/{}", app.base, app.token(&c));
+        let shown = app.http.get(&url).send().await.expect("get");
+        assert_eq!(shown.status(), 200, "no result yet: the link still offers to act");
+        let acted = app.http.post(&url).form(&[("confirm", "remove")]).send().await.expect("post");
+        assert_eq!(acted.status(), 200);
+        assert!(acted.text().await.expect("html").contains("Removed, and verified"));
+        let again = app.http.post(&url).form(&[("confirm", "remove")]).send().await.expect("post");
+        assert_eq!(again.status(), 409, "once a result exists the link is used");
+    })
+    .await;
+}
+
+/// A `command_id` reused for a different command is refused with a result that
+/// says so; the first command's stored result stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_command_id_with_other_content_is_refused() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let mailbox = app.mailboxes(tenant).await[1].clone();
+        let fp = fingerprint(tenant, Some(&mailbox), Signal::ForwardingSmtpAddress, None, &[COLLECTOR.to_owned()]);
+        let body = |target: &str| json!({"action": "approve", "tenant_id": tenant, "mailbox": mailbox,
+            "signal": "forwarding_smtp_address", "target": target, "fingerprint": fp, "command_id": "change-77"});
+        let post = |b: Value| app.http.post(format!("{}/v1/commands", app.base)).bearer_auth(API_TOKEN).json(&b).send();
+        let first: Value = post(body(COLLECTOR)).await.expect("post").json().await.expect("json");
+        let id = first["command_id"].as_str().expect("id").to_owned();
+        assert_eq!(app.result(&id).await.outcome, CommandOutcome::Done);
+        // The same id, the same decision: a duplicate, answered with the first result.
+        assert_eq!(post(body(COLLECTOR)).await.expect("post").status(), 202);
+        // The same id for another target: refused, the first result kept.
+        assert_eq!(post(body("other@evil.example")).await.expect("post").status(), 202);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let refusal = loop {
+            if let Some(e) = app.decisions().await.into_iter().find(|e| {
+                e.command_id.as_deref() == Some(id.as_str()) && e.outcome == CommandOutcome::Refused
+            }) {
+                break e;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "a refusal is recorded");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(refusal.detail.contains("already used for a different command"), "{}", refusal.detail);
+        assert_eq!(app.result(&id).await.outcome, CommandOutcome::Done, "the first result stays");
+        assert!(!approved(app, tenant, &mailbox, "other@evil.example").await, "nothing else was approved");
+    })
+    .await;
+}
+
+/// Client `ops` cannot pre-claim client `ops-bot`'s ids, and a result is only
+/// readable within the caller's tenant scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_ids_are_namespaced_per_client_and_results_scoped() {
+    with_app(clean, async |app: &TestApp| {
+        let tenants = app.tenants();
+        let (t1, t2) = (&tenants[0], &tenants[1]);
+        let m1 = app.mailboxes(t1).await[2].clone();
+        let m2 = app.mailboxes(t2).await[2].clone();
+        let approve = |tenant: &str, mailbox: &str, id: &str| json!({"action": "approve", "tenant_id": tenant, "mailbox": mailbox,
+            "signal": "forwarding_smtp_address", "target": COLLECTOR, "command_id": id,
+            "fingerprint": fingerprint(tenant, Some(mailbox), Signal::ForwardingSmtpAddress, None, &[COLLECTOR.to_owned()])});
+        let post = |token: &'static str, b: Value| app.http.post(format!("{}/v1/commands", app.base)).bearer_auth(token).json(&b).send();
+        // `ops` + `bot-x` and `ops-bot` + `x` were the same id before.
+        let a: Value = post(API_TOKEN_OPS, approve(t2, &m2, "bot-x")).await.expect("post").json().await.expect("json");
+        let b: Value = post(API_TOKEN, approve(t1, &m1, "x")).await.expect("post").json().await.expect("json");
+        let (a, b) = (a["command_id"].as_str().expect("id").to_owned(), b["command_id"].as_str().expect("id").to_owned());
+        assert_ne!(a, b);
+        assert_eq!(app.result(&a).await.outcome, CommandOutcome::Done);
+        assert_eq!(app.result(&b).await.outcome, CommandOutcome::Done, "ops-bot's command was not pre-claimed");
+        assert!(approved(app, t1, &m1, COLLECTOR).await);
+        let get = |token: &'static str, id: &str| app.http.get(format!("{}/v1/commands/{id}", app.base)).bearer_auth(token).send();
+        assert_eq!(get(API_TOKEN, &b).await.expect("get").status(), 200);
+        assert_eq!(get(API_TOKEN_OPS, &b).await.expect("get").status(), 404, "tenant 1 is outside ops's scope");
+        assert_eq!(get(API_TOKEN_OPS, &a).await.expect("get").status(), 200);
+    })
+    .await;
+}
+
+/// Refused link POSTs are rate-limited per token and per client; a flood of them
+/// leaves the executed decisions in the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_links_is_limited_and_never_evicts_decisions() {
+    with_app(clean, async |app: &TestApp| {
+        let tenant = &app.tenants()[0];
+        let mailbox = app.mailboxes(tenant).await[3].clone();
+        let c = claims(
+            CommandAction::Approve,
+            tenant,
+            &mailbox,
+            Signal::ForwardingSmtpAddress,
+            COLLECTOR,
+            None,
+            "teams",
+        );
+        let url = format!("{}/act/{}", app.base, app.token(&c));
+        let acted = app
+            .http
+            .post(&url)
+            .form(&[("confirm", "approve")])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(acted.status(), 200);
+        let decisions = app.decisions().await.len();
+        assert!(decisions >= 1);
+        // A used link is refused (409) — and counted.
+        for _ in 0..3 {
+            assert_eq!(
+                app.http
+                    .post(&url)
+                    .form(&[("confirm", "approve")])
+                    .send()
+                    .await
+                    .expect("post")
+                    .status(),
+                409
+            );
+        }
+        let (payload, _) = app
+            .token(&c)
+            .split_once('.')
+            .map(|(p, s)| (p.to_owned(), s.to_owned()))
+            .expect("token");
+        let tampered = format!(
+            "{}/act/{payload}.{}",
+            app.base,
+            URL_SAFE_NO_PAD.encode([7u8; 32])
+        );
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            statuses.push(
+                app.http
+                    .post(&tampered)
+                    .form(&[("confirm", "approve")])
+                    .send()
+                    .await
+                    .expect("post")
+                    .status()
+                    .as_u16(),
+            );
+        }
+        assert!(statuses[..5].iter().all(|s| *s == 401), "{statuses:?}");
+        assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+        // The address is now over its limit too: even the used link gets 429.
+        assert_eq!(
+            app.http
+                .post(&url)
+                .form(&[("confirm", "approve")])
+                .send()
+                .await
+                .expect("post")
+                .status(),
+            429
+        );
+        let refusals =
+            fwdwatch_shared::store::audit::recent_refused(app.store.as_ref(), &app.keys, 1000)
+                .await
+                .expect("refusals")
+                .len();
+        assert!(
+            refusals <= 8,
+            "refusals past the limit are not recorded: {refusals}"
+        );
+        assert_eq!(
+            app.decisions().await.len(),
+            decisions,
+            "refusals never enter the decisions' stream"
         );
     })
     .await;

@@ -8,6 +8,13 @@
 //!                        static: enumerator.tenants
 //! ```
 //!
+//! With a store (the service always has one), the enumerator remembers every tenant
+//! it listed (`Keys::known_tenants`): a tenant that drops out of the GDAP listing —
+//! relationship terminated or expired, perhaps by an attacker — still gets a job,
+//! marked not listed, so its lost coverage is reported instead of the tenant
+//! silently vanishing (for `enumerator.unlisted_retention`). Each job carries the
+//! relationship's end, so one ending soon is a warning on the tenant's summary.
+//!
 //! A run has an id (`run-20261128T190000Z-7f3a`) that every job, detection and
 //! summary of that run carries. Jobs are published with publisher confirms, all
 //! of them before the run counts as done. A listing that fails is retried with
@@ -23,9 +30,11 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use fwdwatch_shared::bus::{Bus, ROUTE_JOB, RabbitBus, Topology, outgoing};
 use fwdwatch_shared::config::{EnumeratorSettings, Settings};
-use fwdwatch_shared::contracts::{ScanJob, TenantRef};
+use fwdwatch_shared::contracts::{Relationship, ScanJob, TenantRef};
 use fwdwatch_shared::m365::{M365Client, M365Error};
 use fwdwatch_shared::shutdown::CancellationToken;
+use fwdwatch_shared::store::{Keys, Store};
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 /// How hard one run tries to list the tenants before it is reported as failed
@@ -71,6 +80,26 @@ pub struct RunReport {
     pub tenants: Vec<TenantRef>,
     /// Tenants listed but skipped by `enumerator.exclude_tenants`.
     pub excluded: usize,
+    /// Tenants listed before and missing now (their jobs report lost coverage).
+    pub unlisted: Vec<String>,
+}
+
+/// One tenant of a run, with the relationship it was listed under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub tenant: TenantRef,
+    pub relationship: Option<Relationship>,
+}
+
+/// What the enumerator remembers of a tenant it listed (`Keys::known_tenants`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Known {
+    display_name: String,
+    #[serde(default)]
+    default_domain: Option<String>,
+    last_listed: DateTime<Utc>,
+    #[serde(default)]
+    ends_at: Option<DateTime<Utc>>,
 }
 
 /// A fresh run id: UTC time plus 4 random hex digits (two enumerators started in
@@ -125,15 +154,44 @@ pub async fn list_tenants(
     settings: &EnumeratorSettings,
     policy: ListPolicy,
 ) -> Result<(Vec<TenantRef>, usize), EnumerateError> {
-    let listed = if settings.source == "static" {
+    list_relationships(client, settings, policy)
+        .await
+        .map(|(listed, excluded)| (listed.into_iter().map(|l| l.tenant).collect(), excluded))
+}
+
+/// [`list_tenants`], with the relationship each tenant was listed under.
+pub async fn list_relationships(
+    client: Option<&M365Client>,
+    settings: &EnumeratorSettings,
+    policy: ListPolicy,
+) -> Result<(Vec<Listed>, usize), EnumerateError> {
+    let listed: Vec<Listed> = if settings.source == "static" {
         static_tenants(settings)
+            .into_iter()
+            .map(|tenant| Listed {
+                tenant,
+                relationship: None,
+            })
+            .collect()
     } else {
         let client = client.ok_or(EnumerateError::NoClient)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match client.list_gdap_customers().await {
-                Ok(tenants) => break tenants,
+            match client.list_gdap_relationships().await {
+                Ok(customers) => {
+                    break customers
+                        .into_iter()
+                        .map(|c| Listed {
+                            tenant: c.tenant,
+                            relationship: Some(Relationship {
+                                listed: true,
+                                ends_at: c.ends_at,
+                                status: "active".to_owned(),
+                            }),
+                        })
+                        .collect();
+                }
                 Err(e) if attempt < policy.attempts && !is_permanent(&e) => {
                     let wait = policy.wait * attempt;
                     tracing::warn!(error = %e, attempt, ?wait, "Listing GDAP customers failed; retrying.");
@@ -149,14 +207,109 @@ pub async fn list_tenants(
         }
     };
     let total = listed.len();
-    let (tenants, excluded) = apply_exclusions(listed, &settings.exclude_tenants);
-    if tenants.is_empty() {
+    let excluded_ids: HashSet<String> = settings
+        .exclude_tenants
+        .iter()
+        .map(|t| t.trim().to_lowercase())
+        .collect();
+    let mut seen = HashSet::new();
+    let kept: Vec<Listed> = listed
+        .into_iter()
+        .filter(|l| !excluded_ids.contains(&l.tenant.id.trim().to_lowercase()))
+        .filter(|l| seen.insert(l.tenant.id.trim().to_lowercase()))
+        .collect();
+    let excluded = total - kept.len();
+    if kept.is_empty() {
         return Err(EnumerateError::Empty(format!(
             "the {} source listed {total} tenant(s), {excluded} excluded",
             settings.source
         )));
     }
-    Ok((tenants, excluded))
+    Ok((kept, excluded))
+}
+
+/// Adds the tenants listed before and missing now (marked not listed), and
+/// remembers this listing. Tenants missing for longer than `retention` are
+/// forgotten. A store that cannot be read changes nothing (the run goes on with
+/// what was listed; the next run catches up).
+async fn with_unlisted(
+    store: &dyn Store,
+    keys: &Keys,
+    mut listed: Vec<Listed>,
+    settings: &EnumeratorSettings,
+    now: DateTime<Utc>,
+) -> (Vec<Listed>, Vec<String>) {
+    let key = keys.known_tenants();
+    let known = match store.hash_get_all(&key).await {
+        Ok(known) => known,
+        Err(error) => {
+            tracing::warn!(%error, "Could not read the known tenants; tenants missing from the listing are not reported this run.");
+            return (listed, Vec::new());
+        }
+    };
+    let listed_ids: HashSet<String> = listed
+        .iter()
+        .map(|l| l.tenant.id.trim().to_lowercase())
+        .collect();
+    let excluded: HashSet<String> = settings
+        .exclude_tenants
+        .iter()
+        .map(|t| t.trim().to_lowercase())
+        .collect();
+    let retention = chrono::Duration::from_std(settings.unlisted_retention)
+        .unwrap_or(chrono::Duration::days(30));
+    let mut unlisted = Vec::new();
+    for (id, json) in &known {
+        if listed_ids.contains(&id.to_lowercase()) || excluded.contains(&id.to_lowercase()) {
+            continue;
+        }
+        let Ok(k) = serde_json::from_str::<Known>(json) else {
+            tracing::warn!(tenant = %id, "A known tenant's record does not decode; skipping it.");
+            continue;
+        };
+        if now - k.last_listed > retention {
+            if let Err(error) = store.hash_delete(&key, id).await {
+                tracing::warn!(%error, tenant = %id, "Could not forget a long-unlisted tenant.");
+            }
+            continue;
+        }
+        tracing::warn!(tenant = %id, name = %k.display_name, last_listed = %k.last_listed, "Tenant no longer in the GDAP listing: its job reports lost coverage.");
+        unlisted.push(id.clone());
+        listed.push(Listed {
+            tenant: TenantRef {
+                id: id.clone(),
+                display_name: k.display_name,
+                default_domain: k.default_domain,
+            },
+            relationship: Some(Relationship {
+                listed: false,
+                ends_at: k.ends_at,
+                status: "not listed".to_owned(),
+            }),
+        });
+    }
+    for l in listed
+        .iter()
+        .filter(|l| l.relationship.as_ref().is_none_or(|r| r.listed))
+    {
+        let record = Known {
+            display_name: l.tenant.display_name.clone(),
+            default_domain: l.tenant.default_domain.clone(),
+            last_listed: now,
+            ends_at: l.relationship.as_ref().and_then(|r| r.ends_at),
+        };
+        let Ok(json) = serde_json::to_string(&record) else {
+            continue;
+        };
+        if let Err(error) = store
+            .hash_set(&key, &l.tenant.id.to_lowercase(), &json)
+            .await
+        {
+            tracing::warn!(%error, "Could not remember a listed tenant.");
+            break;
+        }
+    }
+    (listed, unlisted)
 }
 
 /// Consent or credential problems do not go away by asking again in a minute.
@@ -180,6 +333,27 @@ pub async fn run_once_with(
     settings: &Settings,
     policy: ListPolicy,
 ) -> anyhow::Result<RunReport> {
+    run_once_full(bus, client, None, settings, policy).await
+}
+
+/// [`run_once`] remembering the tenants it lists in `store`, so one that drops out
+/// of the listing is still scanned and reported (what the service does).
+pub async fn run_once_with_store(
+    bus: Arc<dyn Bus>,
+    client: Option<&M365Client>,
+    store: &dyn Store,
+    settings: &Settings,
+) -> anyhow::Result<RunReport> {
+    run_once_full(bus, client, Some(store), settings, ListPolicy::default()).await
+}
+
+async fn run_once_full(
+    bus: Arc<dyn Bus>,
+    client: Option<&M365Client>,
+    store: Option<&dyn Store>,
+    settings: &Settings,
+    policy: ListPolicy,
+) -> anyhow::Result<RunReport> {
     let topology = Topology::from_settings(&settings.amqp);
     bus.declare(&topology)
         .await
@@ -191,6 +365,7 @@ pub async fn run_once_with(
     enqueue(
         bus,
         client,
+        store,
         settings,
         policy,
         &topology,
@@ -202,21 +377,32 @@ pub async fn run_once_with(
     .with_context(|| format!("run {run_id}"))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn enqueue(
     bus: Arc<dyn Bus>,
     client: Option<&M365Client>,
+    store: Option<&dyn Store>,
     settings: &Settings,
     policy: ListPolicy,
     topology: &Topology,
     run_id: String,
     now: DateTime<Utc>,
 ) -> anyhow::Result<RunReport> {
-    let (tenants, excluded) = list_tenants(client, &settings.enumerator, policy).await?;
+    let (listed, excluded) = list_relationships(client, &settings.enumerator, policy).await?;
+    let (listed, unlisted) = match store {
+        Some(store) => {
+            let keys = Keys::from_settings(&settings.redis);
+            with_unlisted(store, &keys, listed, &settings.enumerator, now).await
+        }
+        None => (listed, Vec::new()),
+    };
     let exchange = topology.scan_exchange();
-    let messages = tenants
+    let messages = listed
         .iter()
-        .map(|tenant| {
-            let job = ScanJob::new(&run_id, tenant.clone(), now);
+        .map(|l| {
+            let tenant = &l.tenant;
+            let mut job = ScanJob::new(&run_id, tenant.clone(), now);
+            job.relationship = l.relationship.clone();
             // One trace per tenant: each job starts its own root span, and the scan,
             // its findings, the alerts and any decision on them continue it.
             let span = tracing::info_span!(
@@ -240,15 +426,17 @@ async fn enqueue(
         .context("publishing the scan jobs")?;
     tracing::info!(
         run = %run_id,
-        jobs = tenants.len(),
+        jobs = listed.len(),
         excluded,
+        unlisted = unlisted.len(),
         source = %settings.enumerator.source,
         "Enqueued one scan job per tenant."
     );
     Ok(RunReport {
         run_id,
-        tenants,
+        tenants: listed.into_iter().map(|l| l.tenant).collect(),
         excluded,
+        unlisted,
     })
 }
 
@@ -270,6 +458,17 @@ pub async fn run_scheduled(
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_scheduled_with(bus, client, None, settings, shutdown).await
+}
+
+/// [`run_scheduled`], remembering listed tenants in `store` (see [`run_once_with_store`]).
+pub async fn run_scheduled_with(
+    bus: Arc<dyn Bus>,
+    client: Option<M365Client>,
+    store: Option<Arc<dyn Store>>,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let schedule = parse_schedule(&settings.enumerator.schedule)?;
     // Declared at start, not at the first tick, so scanners can attach now.
     bus.declare(&Topology::from_settings(&settings.amqp))
@@ -286,7 +485,13 @@ pub async fn run_scheduled(
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(wait) => {}
         }
-        if let Err(error) = run_once(bus.clone(), client.as_ref(), settings).await {
+        let run = match &store {
+            Some(store) => {
+                run_once_with_store(bus.clone(), client.as_ref(), store.as_ref(), settings).await
+            }
+            None => run_once(bus.clone(), client.as_ref(), settings).await,
+        };
+        if let Err(error) = run {
             tracing::error!(error = %format!("{error:#}"), "Enumeration run failed; no jobs were published.");
         }
     }
@@ -298,14 +503,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     parse_schedule(&settings.enumerator.schedule)?;
     let client = client_for(&settings)?;
     let bus: Arc<dyn Bus> = Arc::new(RabbitBus::connect(&settings.amqp).await?);
-    run_scheduled(bus, client, &settings, shutdown).await
+    let store = fwdwatch_shared::store::connect(&settings.redis)
+        .await
+        .context("connecting to Redis")?;
+    run_scheduled_with(bus, client, Some(store), &settings, shutdown).await
 }
 
 /// One run and exit (`--once`).
 pub async fn run_single(settings: Settings) -> anyhow::Result<RunReport> {
     let client = client_for(&settings)?;
     let bus: Arc<dyn Bus> = Arc::new(RabbitBus::connect(&settings.amqp).await?);
-    run_once(bus, client.as_ref(), &settings).await
+    let store = fwdwatch_shared::store::connect(&settings.redis)
+        .await
+        .context("connecting to Redis")?;
+    run_once_with_store(bus, client.as_ref(), store.as_ref(), &settings).await
 }
 
 #[cfg(test)]

@@ -341,3 +341,65 @@ async fn the_schedule_runs_on_every_tick_until_shutdown() {
     assert_eq!(runs.len(), 2, "two ticks, two runs");
     teardown(&bus, &s).await;
 }
+
+/// A tenant listed before whose GDAP relationship ended (an attacker or the
+/// customer terminated it) still gets a job, marked not listed, so its lost
+/// coverage is reported; every listed job carries when its relationship ends.
+#[tokio::test]
+async fn a_tenant_that_drops_out_of_the_listing_is_still_scheduled_and_marked() {
+    let sim = start_sim(SimArgs {
+        tenants: 6,
+        ..Default::default()
+    })
+    .await;
+    let prefix = format!("t-{}:", uuid::Uuid::new_v4().simple());
+    let s = settings(
+        &sim,
+        &[("FWDWATCH__REDIS__KEY_PREFIX", prefix.as_str())],
+        None,
+    );
+    let bus = rabbit(&s).await;
+    let client = client(&s);
+    let store = fwdwatch_shared::store::connect(&s.redis)
+        .await
+        .expect("Redis at 127.0.0.1:6379");
+    let topology = Topology::from_settings(&s.amqp);
+    let first =
+        fwdwatch_enumerator::run_once_with_store(bus.clone(), Some(&client), store.as_ref(), &s)
+            .await
+            .expect("run");
+    let jobs = drain_jobs(bus.as_ref(), &topology, first.tenants.len()).await;
+    assert!(first.unlisted.is_empty());
+    assert!(
+        jobs.iter().all(|j| j
+            .relationship
+            .as_ref()
+            .is_some_and(|r| r.listed && r.ends_at.is_some())),
+        "listed jobs carry the relationship's end"
+    );
+    let gone = first.tenants[0].id.clone();
+    reqwest::Client::new()
+        .post(format!("{}/_sim/tenants/{gone}/access", sim.base_url))
+        .json(&serde_json::json!({"relationship": "terminated"}))
+        .send()
+        .await
+        .expect("terminate")
+        .error_for_status()
+        .expect("terminated");
+    let second =
+        fwdwatch_enumerator::run_once_with_store(bus.clone(), Some(&client), store.as_ref(), &s)
+            .await
+            .expect("run");
+    assert_eq!(second.unlisted, vec![gone.to_lowercase()]);
+    let jobs = drain_jobs(bus.as_ref(), &topology, second.tenants.len()).await;
+    let marked = jobs
+        .iter()
+        .find(|j| j.tenant.id.eq_ignore_ascii_case(&gone))
+        .expect("still scheduled");
+    assert!(!marked.relationship.as_ref().expect("relationship").listed);
+    let keys = fwdwatch_shared::store::Keys::from_settings(&s.redis);
+    for key in store.scan_keys(&keys.all()).await.unwrap_or_default() {
+        let _ = store.delete(&key).await;
+    }
+    teardown(&bus, &s).await;
+}

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use fwdwatch_shared::contracts::{
-    AlertEvent, AlertEventType, AlertKind, CampaignVictim, CommandAction, Detection, Message,
-    Severity,
+    AlertEvent, AlertEventType, AlertKind, CampaignVictim, CommandAction, Coverage, Detection,
+    Message, Severity,
 };
 use fwdwatch_shared::links::{ActionClaims, LinkSigner, new_nonce};
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,9 @@ pub struct PendingAlert {
     pub collector: Option<String>,
     #[serde(default)]
     pub victims: Vec<CampaignVictim>,
+    /// Coverage alerts: the tenant, why it went dark, since when.
+    #[serde(default)]
+    pub coverage: Option<Coverage>,
     /// Delivery progress, so a retry only redoes what is missing.
     #[serde(default)]
     pub sinks_done: Vec<String>,
@@ -59,17 +62,26 @@ pub struct PendingAlert {
 }
 
 impl PendingAlert {
-    /// Campaigns are always urgent: one address collecting from several mailboxes.
+    /// Campaigns, lost coverage and a removed forward that came back are always
+    /// urgent; otherwise the detection's severity.
     pub fn severity(&self) -> Severity {
-        self.detection
-            .as_ref()
-            .map_or(Severity::High, |d| d.severity)
+        match self.kind {
+            AlertKind::Reappeared | AlertKind::CoverageLost | AlertKind::Campaign => Severity::High,
+            AlertKind::CoverageRestored => Severity::Low,
+            _ => self
+                .detection
+                .as_ref()
+                .map_or(Severity::High, |d| d.severity),
+        }
     }
 
     /// The customer's name (a campaign's first victim's, for sinks that need one).
     pub fn tenant_name(&self) -> &str {
         if let Some(d) = &self.detection {
             return &d.tenant_name;
+        }
+        if let Some(c) = self.coverage.as_ref().filter(|c| !c.tenant_name.is_empty()) {
+            return &c.tenant_name;
         }
         self.victims
             .iter()
@@ -102,6 +114,7 @@ impl PendingAlert {
             detection: self.detection.clone(),
             collector: self.collector.clone(),
             victims: self.victims.clone(),
+            coverage: self.coverage.clone(),
             sinks,
             sent_at,
         }
@@ -231,6 +244,7 @@ pub(crate) mod tests {
             detection: Some(detection),
             collector: None,
             victims: vec![],
+            coverage: None,
             sinks_done: vec![],
             sinks_parked: vec![],
             event_done: false,

@@ -147,6 +147,7 @@ pub async fn take_due(
             detection: None,
             collector: Some(target.clone()),
             victims,
+            coverage: None,
             sinks_done: vec![],
             sinks_parked: vec![],
             event_done: false,

@@ -1,15 +1,17 @@
 //! `Finding`: what arrives on `{ns}.notifier.findings` — a `Detection` or a
-//! `TenantSummary` — as one type the bus's typed consumer can decode.
+//! `TenantSummary` from the findings exchange, or a `CommandResult` from the events
+//! exchange (`command.result`: a verified removal takes a forward off the open
+//! list) — as one type the bus's typed consumer can decode.
 //!
-//! The two contracts share the queue (routing keys `detection.<signal>` and
-//! `summary`), while `run_consumer` decodes every body as one `Message` type. This
+//! The contracts share the queue (routing keys `detection.<signal>`, `summary`,
+//! `command.result`), while `run_consumer` decodes every body as one `Message` type. This
 //! enum dispatches on the body's `"type"` tag rather than trying each variant in
 //! turn (`#[serde(untagged)]`), so an invalid detection is dead-lettered with the
 //! detection's own error ("missing field `fingerprint`"), not "did not match any
 //! variant". The tag is read from the raw text first (no intermediate JSON tree:
 //! this runs for every detection).
 
-use fwdwatch_shared::contracts::{Detection, Message, TenantSummary};
+use fwdwatch_shared::contracts::{CommandResult, Detection, Message, TenantSummary};
 use std::borrow::Cow;
 
 use schemars::JsonSchema;
@@ -23,6 +25,7 @@ use serde_json::value::RawValue;
 pub enum Finding {
     Detection(Box<Detection>),
     Summary(Box<TenantSummary>),
+    CommandResult(Box<CommandResult>),
 }
 
 impl<'de> Deserialize<'de> for Finding {
@@ -42,8 +45,11 @@ impl<'de> Deserialize<'de> for Finding {
             Some(TenantSummary::TYPE) => serde_json::from_str(raw.get())
                 .map(|s| Finding::Summary(Box::new(s)))
                 .map_err(|e| D::Error::custom(format!("tenant_summary: {e}"))),
+            Some(CommandResult::TYPE) => serde_json::from_str(raw.get())
+                .map(|r| Finding::CommandResult(Box::new(r)))
+                .map_err(|e| D::Error::custom(format!("command_result: {e}"))),
             Some(other) => Err(D::Error::custom(format!(
-                "type {other:?} does not belong on the findings queue (expected \"detection\" or \"tenant_summary\")"
+                "type {other:?} does not belong on the findings queue (expected \"detection\", \"tenant_summary\" or \"command_result\")"
             ))),
             None => Err(D::Error::custom("no \"type\" field")),
         }
@@ -60,6 +66,7 @@ impl Message for Finding {
         match self {
             Finding::Detection(d) => d.version,
             Finding::Summary(s) => s.version,
+            Finding::CommandResult(r) => r.version,
         }
     }
 
@@ -67,6 +74,7 @@ impl Message for Finding {
         match self {
             Finding::Detection(d) => d.message_id(),
             Finding::Summary(s) => s.message_id(),
+            Finding::CommandResult(r) => r.message_id(),
         }
     }
 }

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use fwdwatch_shared::bus::{DeliveryInfo, HandleError, Handler};
-use fwdwatch_shared::contracts::{Detection, TenantSummary};
+use fwdwatch_shared::contracts::{CommandResult, Detection, TenantSummary};
 
+use crate::coverage::CoverageTracker;
 use crate::finding::Finding;
 use crate::lifecycle::{LifecycleError, Observed, Tracker, validate};
 use crate::outbox::Dispatcher;
@@ -23,17 +24,41 @@ use crate::stats::Stats;
 
 pub struct FindingsHandler {
     tracker: Arc<dyn Tracker>,
+    coverage: Arc<CoverageTracker>,
     dispatcher: Arc<Dispatcher>,
     stats: Arc<Stats>,
 }
 
 impl FindingsHandler {
-    pub fn new(tracker: Arc<dyn Tracker>, dispatcher: Arc<Dispatcher>, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        tracker: Arc<dyn Tracker>,
+        coverage: Arc<CoverageTracker>,
+        dispatcher: Arc<Dispatcher>,
+        stats: Arc<Stats>,
+    ) -> Self {
         Self {
             tracker,
+            coverage,
             dispatcher,
             stats,
         }
+    }
+
+    async fn command_result(&self, result: CommandResult) -> Result<(), HandleError> {
+        let removed = self
+            .coverage
+            .command_result(&result, Utc::now())
+            .await
+            .map_err(retry)?;
+        if removed > 0 {
+            tracing::info!(
+                tenant = %result.tenant_id,
+                fingerprint = %result.fingerprint,
+                command_id = %result.command_id,
+                "Forward removed (verified): off the open list; it alerts again only if it comes back."
+            );
+        }
+        Ok(())
     }
 
     async fn detection(&self, detection: Detection) -> Result<(), HandleError> {
@@ -89,6 +114,16 @@ impl FindingsHandler {
                 "Partial scan: detections its failed checks would have seen stay open."
             );
         }
+        // Coverage first: a dark tenant's open detections are kept (not resolved:
+        // resolution needs a complete scan anyway).
+        if let Some(alert) = self
+            .coverage
+            .observe(&summary, Utc::now())
+            .await
+            .map_err(retry)?
+        {
+            self.dispatcher.deliver(alert).await;
+        }
         let alerts = self
             .tracker
             .resolve(&summary, Utc::now())
@@ -111,6 +146,7 @@ impl Handler<Finding> for FindingsHandler {
         let result = match message {
             Finding::Detection(d) => self.detection(*d).await,
             Finding::Summary(s) => self.summary(*s).await,
+            Finding::CommandResult(r) => self.command_result(*r).await,
         };
         match &result {
             Ok(()) => self.stats.handled(),

@@ -16,10 +16,12 @@
 //! - [`Notifier`] — the same with options: another tracker, extra sinks, counters.
 //!
 //! Modules: [`lifecycle`] (the state machine), [`redis_tracker`] (its Lua twin),
+//! [`coverage`] (tenants that can no longer be read; forwards fwdwatch removed),
 //! [`campaign`], [`outbox`] (delivery, retries, parking), [`sinks`], [`handler`].
 
 pub mod alert;
 pub mod campaign;
+pub mod coverage;
 pub mod finding;
 pub mod handler;
 pub mod lifecycle;
@@ -216,8 +218,15 @@ impl Notifier {
             background.clone(),
         ));
 
+        let coverage = Arc::new(coverage::CoverageTracker::new(
+            self.store.clone(),
+            keys.clone(),
+            LifecycleConfig::from_notifier(&self.config),
+            self.config.coverage_failures,
+        ));
         let handler = Arc::new(FindingsHandler::new(
             tracker,
+            coverage,
             dispatcher.clone(),
             self.stats.clone(),
         ));

@@ -8,7 +8,13 @@
 //!  any ──sighting, every target approved──▶ approved          ⇒ nothing (suppressed)
 //!  open ──complete scan of its tenant without it──▶ resolved  ⇒ alert "resolved"
 //!  resolved ──sighting older than the scan that resolved it── ⇒ nothing (stale)
+//!  open ──verified removal (command result, see `coverage`)──▶ removed
+//!  removed ──sighting, still disabled──▶ removed               ⇒ nothing
+//!  removed ──sighting, forwarding again──▶ open                ⇒ alert "reappeared"
 //! ```
+//!
+//! A summary resolves only what it covered: signals whose checks all ran, minus
+//! the mailboxes it names as not (completely) read.
 //!
 //! Exactly one alert per (fingerprint, state): deciding an alert and recording it
 //! are one atomic step, so replicas, redelivered detections and a scanner's
@@ -55,6 +61,8 @@ pub mod field {
     pub const RESOLVED_SCAN: &str = "resolved_scan";
     /// The campaign sets this detection is a member of, newline-separated key names.
     pub const CAMPAIGN_KEYS: &str = "campaign_keys";
+    /// When a verified removal took the forward away.
+    pub const REMOVED_AT: &str = "removed_at";
 }
 
 /// Values of the `state` field.
@@ -62,6 +70,9 @@ pub mod state {
     pub const OPEN: &str = "open";
     pub const APPROVED: &str = "approved";
     pub const RESOLVED: &str = "resolved";
+    /// fwdwatch removed it (verified): silent while it stays disabled or gone;
+    /// forwarding again is a `reappeared` alert.
+    pub const REMOVED: &str = "removed";
 }
 
 /// What a sighting of a detection led to.
@@ -170,11 +181,21 @@ pub fn validate(detection: &Detection) -> Result<(), String> {
     Ok(())
 }
 
-/// The signals whose detections a summary may resolve (every check they need succeeded).
+/// The signals whose detections a summary may resolve (every check they need ran,
+/// with no tenant-wide gap).
 pub fn covered_signals(summary: &TenantSummary) -> Vec<Signal> {
     Signal::ALL
         .into_iter()
         .filter(|s| summary.covers(*s))
+        .collect()
+}
+
+/// The mailboxes (lower-cased) whose reads a summary is missing: their open
+/// detections are not resolved by it.
+pub fn mailboxes_not_read(summary: &TenantSummary) -> BTreeSet<String> {
+    summary
+        .mailboxes_not_read()
+        .map(|m| m.trim().to_lowercase())
         .collect()
 }
 
@@ -355,6 +376,23 @@ impl StoreTracker {
 
         let campaign_keys: Vec<String> = d.targets.iter().map(|t| self.keys.campaign(t)).collect();
 
+        if current_state == Some(state::REMOVED) {
+            // Removed by fwdwatch: quiet while it stays disabled (or the sighting
+            // is from a scan that started before the removal).
+            let before_removal = get(field::REMOVED_AT).is_some_and(|at| obs.as_str() < at);
+            if before_removal || !d.enabled {
+                if is_current {
+                    self.hset_all(
+                        &det_key,
+                        &[(field::DETECTION, &json), (field::LAST_SEEN, &obs)],
+                    )
+                    .await?;
+                }
+                self.store.expire(&det_key, self.config.state_ttl).await?;
+                return Ok(Observed::Silent);
+            }
+        }
+
         if current_state == Some(state::OPEN) {
             if is_current {
                 self.hset_all(
@@ -391,6 +429,7 @@ impl StoreTracker {
                 detection: Some(d.clone()),
                 collector: None,
                 victims: vec![],
+                coverage: None,
                 sinks_done: vec![],
                 sinks_parked: vec![],
                 event_done: false,
@@ -416,14 +455,20 @@ impl StoreTracker {
             return Ok(Observed::Alert(Box::new(alert)));
         }
 
-        // Not open (never seen, approved before, or resolved): a new episode.
+        // Not open (never seen, approved before, resolved, or removed and forwarding
+        // again): a new episode.
         let episode = get(field::EPISODE)
             .and_then(|e| e.parse().ok())
             .unwrap_or(0u64)
             + 1;
+        let kind = if current_state == Some(state::REMOVED) {
+            AlertKind::Reappeared
+        } else {
+            AlertKind::New
+        };
         let alert = PendingAlert {
-            alert_id: format!("new:{fp}:{episode}"),
-            kind: AlertKind::New,
+            alert_id: format!("{}:{fp}:{episode}", kind.as_str()),
+            kind,
             tenant_id: d.tenant_id.clone(),
             fingerprint: Some(fp.to_owned()),
             episode,
@@ -433,6 +478,7 @@ impl StoreTracker {
             detection: Some(d.clone()),
             collector: None,
             victims: vec![],
+            coverage: None,
             sinks_done: vec![],
             sinks_parked: vec![],
             event_done: false,
@@ -491,6 +537,7 @@ impl StoreTracker {
         fp: &str,
         tenant: &str,
         covered: &BTreeSet<&str>,
+        not_read: &BTreeSet<String>,
         scan_started: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<PendingAlert>, LifecycleError> {
@@ -506,6 +553,10 @@ impl StoreTracker {
             return Ok(None);
         }
         if get(field::SIGNAL).is_none_or(|s| !covered.contains(s)) {
+            return Ok(None);
+        }
+        if get(field::MAILBOX).is_some_and(|m| not_read.contains(&m.to_lowercase())) {
+            // This mailbox was not (completely) read: its forwards stay open.
             return Ok(None);
         }
         if get(field::LAST_SEEN).is_none_or(|seen| seen >= scan_started) {
@@ -527,6 +578,7 @@ impl StoreTracker {
             detection: get(field::DETECTION).and_then(|j| serde_json::from_str(j).ok()),
             collector: None,
             victims: vec![],
+            coverage: None,
             sinks_done: vec![],
             sinks_parked: vec![],
             event_done: false,
@@ -574,6 +626,7 @@ impl Tracker for StoreTracker {
         let tenant = summary.tenant.id.as_str();
         let present: BTreeSet<&str> = summary.fingerprints.iter().map(String::as_str).collect();
         let scan_started = stamp(summary.started_at);
+        let not_read = mailboxes_not_read(summary);
         let open = self
             .store
             .set_members(&self.keys.open_fingerprints(tenant))
@@ -582,7 +635,7 @@ impl Tracker for StoreTracker {
         for fp in open.iter().filter(|fp| !present.contains(fp.as_str())) {
             let lock = self.lock(fp).await?;
             let result = self
-                .resolve_one(fp, tenant, &covered, &scan_started, now)
+                .resolve_one(fp, tenant, &covered, &not_read, &scan_started, now)
                 .await;
             self.unlock(&lock).await;
             if let Some(alert) = result? {

@@ -28,7 +28,7 @@ use secrecy::ExposeSecret;
 
 use crate::alert::{PendingAlert, stamp};
 use crate::lifecycle::{
-    LifecycleConfig, LifecycleError, Observed, Tracker, covered_signals, epoch,
+    LifecycleConfig, LifecycleError, Observed, Tracker, covered_signals, epoch, mailboxes_not_read,
 };
 
 const OBSERVE: &str = include_str!("lua/observe.lua");
@@ -189,7 +189,8 @@ impl Tracker for RedisTracker {
             .arg(self.config.campaign_min_mailboxes)
             .arg(detection_prefix)
             .arg(uuid::Uuid::new_v4().simple().to_string())
-            .arg(Self::secs(self.config.reminder_interval));
+            .arg(Self::secs(self.config.reminder_interval))
+            .arg(if d.enabled { "1" } else { "0" });
         for target in &d.targets {
             inv.arg(target);
         }
@@ -227,7 +228,13 @@ impl Tracker for RedisTracker {
             .arg(stamp(now))
             .arg(epoch(now + lease))
             .arg(Self::secs(self.config.state_ttl))
-            .arg(covered.join(" "));
+            .arg(covered.join(" "))
+            .arg(
+                mailboxes_not_read(summary)
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
         for fp in &summary.fingerprints {
             inv.arg(fp);
         }

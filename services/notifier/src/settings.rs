@@ -94,6 +94,8 @@ pub struct NotifierConfig {
     pub campaign_settle: Duration,
     pub state_ttl: Duration,
     pub outbox_lease: Duration,
+    /// Dark scans in a row (for a passing reason) before coverage is lost.
+    pub coverage_failures: u32,
     /// `…/act/{token}` is appended for signed links; no trailing slash.
     pub link_base_url: String,
     pub link_ttl: Duration,
@@ -309,6 +311,7 @@ impl NotifierConfig {
             campaign_min_tenants: n.campaign_min_tenants,
             campaign_min_mailboxes: n.campaign_min_mailboxes,
             campaign_settle: n.campaign_settle,
+            coverage_failures: n.coverage_failures.max(1),
             state_ttl: n.state_ttl,
             outbox_lease: n.outbox_lease,
             link_base_url,

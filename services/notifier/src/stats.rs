@@ -26,6 +26,9 @@ pub struct Stats {
     reminders: AtomicU64,
     resolved: AtomicU64,
     campaigns: AtomicU64,
+    coverage_lost: AtomicU64,
+    coverage_restored: AtomicU64,
+    reappeared: AtomicU64,
     sink_failures: AtomicU64,
     parked: AtomicU64,
 }
@@ -46,6 +49,9 @@ pub struct Snapshot {
     pub reminders: u64,
     pub resolved: u64,
     pub campaigns: u64,
+    pub coverage_lost: u64,
+    pub coverage_restored: u64,
+    pub reappeared: u64,
     pub sink_failures: u64,
     pub parked: u64,
 }
@@ -103,6 +109,9 @@ impl Stats {
             AlertKind::Reminder => &self.reminders,
             AlertKind::Resolved => &self.resolved,
             AlertKind::Campaign => &self.campaigns,
+            AlertKind::CoverageLost => &self.coverage_lost,
+            AlertKind::CoverageRestored => &self.coverage_restored,
+            AlertKind::Reappeared => &self.reappeared,
         });
     }
 
@@ -120,6 +129,9 @@ impl Stats {
             reminders: get(&self.reminders),
             resolved: get(&self.resolved),
             campaigns: get(&self.campaigns),
+            coverage_lost: get(&self.coverage_lost),
+            coverage_restored: get(&self.coverage_restored),
+            reappeared: get(&self.reappeared),
             sink_failures: get(&self.sink_failures),
             parked: get(&self.parked),
         }

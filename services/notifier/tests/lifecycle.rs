@@ -11,9 +11,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::*;
 use fwdwatch_notifier::alert::PendingAlert;
+use fwdwatch_notifier::coverage::CoverageTracker;
 use fwdwatch_notifier::lifecycle::{LifecycleConfig, Observed, field, state};
 use fwdwatch_notifier::{RedisTracker, StoreTracker, Tracker, campaign, outbox};
-use fwdwatch_shared::contracts::{AlertKind, Channel, Check, Issuer, Signal};
+use fwdwatch_shared::contracts::{
+    AlertKind, Channel, Check, CheckStatus, CommandAction, CommandOutcome, CommandResult,
+    ErrorKind, IncompleteRead, Issuer, Severity, Signal,
+};
 use fwdwatch_shared::store::allowlist::{self, Approval};
 use fwdwatch_shared::store::{Keys, MemoryStore, Store};
 
@@ -662,5 +666,315 @@ async fn concurrent_sightings_alert_exactly_once() {
             }
         }
         assert_eq!(alerts, 1, "{n}");
+    }
+}
+
+/// A summary that names a mailbox as not (completely) read resolves the other
+/// mailboxes' forwards, never that mailbox's.
+#[tokio::test]
+async fn a_mailbox_not_read_keeps_its_forwards_open() {
+    for b in backends().await {
+        let n = b.name;
+        let unread = detection(
+            7,
+            "unread@c7.example",
+            Signal::InboxRule,
+            &["x@evil.example"],
+            t0(),
+        );
+        let read = detection(
+            7,
+            "read@c7.example",
+            Signal::InboxRule,
+            &["y@evil.example"],
+            t0(),
+        );
+        for d in [&unread, &read] {
+            alert(b.tracker.observe(d, t0()).await.expect("o"), n);
+        }
+        let mut partial = summary(7, t0() + secs(HOUR), &[], &[]);
+        for c in &mut partial.checks {
+            if c.check == Check::InboxRules {
+                c.status = CheckStatus::Incomplete;
+            }
+        }
+        partial.incomplete.push(IncompleteRead {
+            check: Check::InboxRules,
+            mailbox: Some("Unread@c7.example".into()),
+            reason: "Get-InboxRule answered not found: the mailbox was listed seconds earlier"
+                .into(),
+        });
+        let resolved = b
+            .tracker
+            .resolve(&partial, t0() + secs(HOUR + 1))
+            .await
+            .expect("r");
+        let ids: Vec<&str> = resolved.iter().map(|a| a.alert_id.as_str()).collect();
+        assert_eq!(ids, vec![format!("resolved:{}:1", read.fingerprint)], "{n}");
+        let state_of = |fp: &str| {
+            let (store, keys) = (b.store.clone(), b.keys.clone());
+            let fp = fp.to_owned();
+            async move {
+                store
+                    .hash_get(&keys.detection(&fp), field::STATE)
+                    .await
+                    .expect("state")
+            }
+        };
+        assert_eq!(
+            state_of(&unread.fingerprint).await.as_deref(),
+            Some(state::OPEN),
+            "{n}"
+        );
+        // A tenant-wide gap (a group cut at the member cap) resolves nothing.
+        let mut capped = summary(7, t0() + secs(2 * HOUR), &[], &[]);
+        capped.incomplete.push(IncompleteRead {
+            check: Check::GroupMembers,
+            mailbox: None,
+            reason: "group too large".into(),
+        });
+        assert!(
+            b.tracker
+                .resolve(&capped, t0() + secs(2 * HOUR + 1))
+                .await
+                .expect("r")
+                .is_empty(),
+            "{n}"
+        );
+    }
+}
+
+fn verified_removal(d: &fwdwatch_shared::contracts::Detection) -> CommandResult {
+    let mut r = CommandResult::example();
+    r.command_id = format!("cmd-{}", unique());
+    r.action = CommandAction::Remove;
+    r.outcome = CommandOutcome::Verified;
+    r.tenant_id = d.tenant_id.clone();
+    r.fingerprint = d.fingerprint.clone();
+    r.removed_fingerprints = vec![d.fingerprint.clone()];
+    r
+}
+
+/// After a verified removal the forward leaves the open list: a disabled rule still
+/// seen by later scans is quiet (no reminder); enabled again, it is `reappeared`.
+#[tokio::test]
+async fn a_removed_forward_is_quiet_until_it_reappears() {
+    for b in backends().await {
+        let n = b.name;
+        let mut rule = detection(
+            8,
+            "v@c8.example",
+            Signal::InboxRule,
+            &["c@evil.example"],
+            t0(),
+        );
+        alert(b.tracker.observe(&rule, t0()).await.expect("o"), n);
+        let coverage = CoverageTracker::new(b.store.clone(), b.keys.clone(), config(), 3);
+        let removed_at = t0() + secs(60);
+        assert_eq!(
+            coverage
+                .command_result(&verified_removal(&rule), removed_at)
+                .await
+                .expect("removed"),
+            1,
+            "{n}"
+        );
+        let open = b
+            .store
+            .set_members(&b.keys.open_fingerprints(&rule.tenant_id))
+            .await
+            .expect("open");
+        assert!(!open.contains(&rule.fingerprint), "{n}: off the open list");
+        // A scan that started before the removal, still seeing it enabled: quiet.
+        assert_eq!(
+            b.tracker.observe(&rule, t0() + secs(30)).await.expect("o"),
+            Observed::Silent,
+            "{n}: a sighting from before the removal"
+        );
+        // Days later, still there but disabled: no reminder.
+        rule.enabled = false;
+        rule.observed_at = t0() + secs(3 * 24 * HOUR);
+        assert_eq!(
+            b.tracker.observe(&rule, rule.observed_at).await.expect("o"),
+            Observed::Silent,
+            "{n}: a disabled, removed rule is not reminded about"
+        );
+        // Re-enabled by the attacker.
+        rule.enabled = true;
+        rule.observed_at = t0() + secs(4 * 24 * HOUR);
+        let back = alert(
+            b.tracker.observe(&rule, rule.observed_at).await.expect("o"),
+            n,
+        );
+        assert_eq!(back.kind, AlertKind::Reappeared, "{n}");
+        assert_eq!(
+            back.alert_id,
+            format!("reappeared:{}:2", rule.fingerprint),
+            "{n}"
+        );
+        assert_eq!(back.severity(), Severity::High, "{n}");
+        // Open again: a second sighting is silent, not another reappeared alert.
+        assert_eq!(
+            b.tracker
+                .observe(&rule, rule.observed_at + secs(60))
+                .await
+                .expect("o"),
+            Observed::Silent,
+            "{n}"
+        );
+    }
+}
+
+fn dark(
+    n: u32,
+    started: DateTime<Utc>,
+    kind: ErrorKind,
+) -> fwdwatch_shared::contracts::TenantSummary {
+    let mut s = summary(n, started, &[], &[Check::Access]);
+    for c in &mut s.checks {
+        if c.check != Check::Access {
+            c.status = CheckStatus::Skipped;
+            c.error = None;
+        } else if let Some(e) = c.error.as_mut() {
+            e.kind = kind;
+            e.message = "AADSTS65001: consent revoked".into();
+            e.remedy = Some("grant admin consent again".into());
+        }
+    }
+    s
+}
+
+/// A tenant read before that goes dark alerts `coverage_lost` once (permanent
+/// reason: at once; passing reason: after repeated failures), reminds like an open
+/// alert, keeps its open detections, and `coverage_restored` after a complete scan.
+#[tokio::test]
+async fn lost_coverage_alerts_once_reminds_and_is_restored() {
+    for b in backends().await {
+        let n = b.name;
+        let coverage = CoverageTracker::new(b.store.clone(), b.keys.clone(), config(), 3);
+        let open = detection(
+            9,
+            "o@c9.example",
+            Signal::InboxRule,
+            &["z@evil.example"],
+            t0(),
+        );
+        alert(b.tracker.observe(&open, t0()).await.expect("o"), n);
+        assert!(
+            coverage
+                .observe(&summary(9, t0(), &[&open.fingerprint], &[]), t0())
+                .await
+                .expect("c")
+                .is_none()
+        );
+
+        // Consent revoked: one alert at once.
+        let lost = coverage
+            .observe(
+                &dark(9, t0() + secs(HOUR), ErrorKind::ConsentMissing),
+                t0() + secs(HOUR),
+            )
+            .await
+            .expect("c")
+            .expect("coverage lost");
+        assert_eq!(lost.kind, AlertKind::CoverageLost, "{n}");
+        let c = lost.coverage.as_ref().expect("reason");
+        assert!(c.reason.contains("consent"), "{n}: {c:?}");
+        assert_eq!(c.remedy.as_deref(), Some("grant admin consent again"));
+        assert_eq!(c.open_detections, 1, "{n}");
+        // Still dark an hour later: no second alert; the open detection stays.
+        assert!(
+            coverage
+                .observe(
+                    &dark(9, t0() + secs(2 * HOUR), ErrorKind::ConsentMissing),
+                    t0() + secs(2 * HOUR)
+                )
+                .await
+                .expect("c")
+                .is_none(),
+            "{n}: one alert, not one per scan"
+        );
+        assert!(
+            b.tracker
+                .resolve(
+                    &dark(9, t0() + secs(2 * HOUR), ErrorKind::ConsentMissing),
+                    t0() + secs(2 * HOUR)
+                )
+                .await
+                .expect("r")
+                .is_empty(),
+            "{n}: a dark scan resolves nothing"
+        );
+        // A day later: a reminder.
+        let reminder = coverage
+            .observe(
+                &dark(9, t0() + secs(26 * HOUR), ErrorKind::ConsentMissing),
+                t0() + secs(26 * HOUR),
+            )
+            .await
+            .expect("c")
+            .expect("reminder");
+        assert_eq!(reminder.kind, AlertKind::CoverageLost, "{n}");
+        assert_eq!(reminder.reminder, 1, "{n}");
+        assert_ne!(reminder.alert_id, lost.alert_id, "{n}");
+        // A partial (readable, not complete) scan does not restore it yet.
+        assert!(
+            coverage
+                .observe(
+                    &summary(9, t0() + secs(27 * HOUR), &[], &[Check::InboxRules]),
+                    t0() + secs(27 * HOUR)
+                )
+                .await
+                .expect("c")
+                .is_none(),
+            "{n}"
+        );
+        let restored = coverage
+            .observe(
+                &summary(9, t0() + secs(28 * HOUR), &[&open.fingerprint], &[]),
+                t0() + secs(28 * HOUR),
+            )
+            .await
+            .expect("c")
+            .expect("restored");
+        assert_eq!(restored.kind, AlertKind::CoverageRestored, "{n}");
+
+        // Passing reasons count only when repeated.
+        for i in 1..=2 {
+            assert!(
+                coverage
+                    .observe(
+                        &dark(9, t0() + secs((30 + i) * HOUR), ErrorKind::Upstream),
+                        t0() + secs((30 + i) * HOUR)
+                    )
+                    .await
+                    .expect("c")
+                    .is_none(),
+                "{n}: failure {i}"
+            );
+        }
+        let third = coverage
+            .observe(
+                &dark(9, t0() + secs(33 * HOUR), ErrorKind::Upstream),
+                t0() + secs(33 * HOUR),
+            )
+            .await
+            .expect("c")
+            .expect("third failure in a row");
+        assert_eq!(
+            third.alert_id,
+            format!("coverage_lost:{}:2", open.tenant_id),
+            "{n}"
+        );
+
+        // A tenant never read is not "lost": it was never covered.
+        assert!(
+            coverage
+                .observe(&dark(10, t0(), ErrorKind::ConsentMissing), t0())
+                .await
+                .expect("c")
+                .is_none(),
+            "{n}"
+        );
     }
 }

@@ -8,9 +8,10 @@
 //!                                       detection.<signal> × N, then summary
 //! ```
 //!
-//! - [`scan_tenant`] is the whole scan of one tenant, usable without a queue (the
-//!   CLI's `fwdwatch report` calls it). One module per signal:
-//!   [`mailbox_forwarding`], [`inbox_rules`], [`transport_rules`], [`posture`].
+//! - The scan of one tenant — every signal read and resolved, where a forward
+//!   becomes a detection — lives in `fwdwatch_shared::forwards` ([`scan_tenant`]),
+//!   shared with the actioner's re-read and the CLI's `fwdwatch report`. This crate
+//!   is the queue around it.
 //! - [`run`] / [`run_with`] consume the job queue: up to
 //!   `scanner.concurrent_tenants` jobs at once (the prefetch), any number of
 //!   scanner processes side by side on the same queue.
@@ -21,17 +22,7 @@
 //!   on the summary and acked. A redelivered job yields the same fingerprints and
 //!   detection ids (both derive from the run id and the forward, not the delivery).
 
-pub mod directory;
-pub mod forward;
-pub mod inbox_rules;
-pub mod mailbox_forwarding;
-pub mod posture;
-pub mod rescan;
-mod rows;
-mod scan;
-pub mod transport_rules;
-
-pub use scan::{TenantScan, scan_tenant};
+pub use fwdwatch_shared::forwards::{ScanOptions, TenantScan, scan_tenant, scan_tenant_with};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +48,7 @@ pub struct ScanHandler {
     /// The job queue's delivery limit: on the last delivery a transient failure is
     /// published as a partial result rather than requeued.
     delivery_limit: u32,
+    options: ScanOptions,
 }
 
 impl ScanHandler {
@@ -71,7 +63,15 @@ impl ScanHandler {
             bus,
             topology,
             delivery_limit,
+            options: ScanOptions::default(),
         }
+    }
+
+    /// Scans with these limits instead of the defaults.
+    #[must_use]
+    pub fn with_options(mut self, options: ScanOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Publishes a tenant's detections then its summary, all confirmed together.
@@ -97,7 +97,7 @@ impl Handler<ScanJob> for ScanHandler {
             "Scanning tenant."
         );
         let started = std::time::Instant::now();
-        let scan = scan_tenant(&self.client, &job, Utc::now()).await;
+        let scan = scan_tenant_with(&self.client, &job, Utc::now(), &self.options).await;
         let last_chance = delivery.delivery_count.saturating_add(1) >= self.delivery_limit;
         if let Some((check, error)) = scan.transient_error()
             && !last_chance
@@ -191,12 +191,15 @@ pub async fn run_with(
         delivery_limit: settings.amqp.delivery_limit,
         retry_delay: Duration::from_secs(2),
     };
-    let handler = Arc::new(ScanHandler::new(
-        client,
-        bus.clone(),
-        topology.clone(),
-        settings.amqp.delivery_limit,
-    ));
+    let handler = Arc::new(
+        ScanHandler::new(
+            client,
+            bus.clone(),
+            topology.clone(),
+            settings.amqp.delivery_limit,
+        )
+        .with_options(settings.scanner.scan_options()),
+    );
     run_consumer::<ScanJob, _>(bus, &topology.scan_jobs_queue(), options, handler, shutdown)
         .await
         .context("consuming scan jobs")?;

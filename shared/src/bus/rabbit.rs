@@ -14,7 +14,7 @@
 //! QoS, confirm mode and consumers; a publish or consume error that recovery can
 //! fix is retried after `wait_for_recovery`, a bounded number of times for
 //! publishes. Errors recovery refuses are returned: a service then exits and its
-//! supervisor restarts it (see `shared/reference/rust-stack.md` §2.1).
+//! supervisor restarts it (lapin 4.12's connection recovery; see its CHANGELOG).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -156,7 +156,8 @@ impl Topology {
         self.name("findings")
     }
 
-    /// `{ns}.notifier.findings`: everything on the findings exchange (`#`).
+    /// `{ns}.notifier.findings`: everything on the findings exchange (`#`), and the
+    /// actioner's `command.result` events.
     pub fn notifier_findings_queue(&self) -> String {
         self.name("notifier.findings")
     }
@@ -205,7 +206,9 @@ impl Topology {
             self.queue(self.scan_jobs_queue())
                 .bind(self.scan_exchange(), ROUTE_JOB),
             self.queue(self.notifier_findings_queue())
-                .bind(self.findings_exchange(), "#"),
+                .bind(self.findings_exchange(), "#")
+                // Verified removals take forwards off the notifier's open list.
+                .bind(self.events_exchange(), ROUTE_COMMAND_RESULT),
             self.queue(self.actioner_commands_queue())
                 .bind(self.commands_exchange(), ROUTE_COMMAND),
         ]
@@ -277,8 +280,20 @@ mod tests {
             assert_eq!(q.delivery_limit, 7);
             assert_eq!(q.dead_letter_exchange, "ns.dead");
             assert_eq!(q.dead_queue(), format!("{}.dead", q.name));
-            assert_eq!(q.bindings.len(), 1);
+            assert!(!q.bindings.is_empty());
         }
+        let notifier = t
+            .queues()
+            .into_iter()
+            .find(|q| q.name == t.notifier_findings_queue())
+            .expect("the notifier's queue");
+        assert!(
+            notifier
+                .bindings
+                .iter()
+                .any(|b| b.exchange == t.events_exchange() && b.routing_key == ROUTE_COMMAND_RESULT),
+            "verified removals reach the notifier"
+        );
     }
 
     #[test]

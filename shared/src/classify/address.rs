@@ -26,8 +26,12 @@ pub enum Target {
     Smtp(Address),
     /// `[EX:/o=ExchangeLabs/…]`: an Exchange recipient known only by its legacy DN.
     Exchange(String),
-    /// Text that is not an address in any form we know.
+    /// Text that is not an address in any form we know: perhaps a recipient's name.
     Unparsed(String),
+    /// Text that claims to be an SMTP address (`[SMTP:…]`, `<…>`, `x@y`) but whose
+    /// address cannot be read: an address literal, an IDNA-invalid domain. Never a
+    /// name to look up; reported as written.
+    Invalid(String),
 }
 
 /// Normalises a domain: trims, drops one trailing dot, IDNA-encodes (which also
@@ -40,6 +44,17 @@ pub fn normalize_domain(raw: &str) -> Option<String> {
     }
     let ascii = idna::domain_to_ascii(trimmed).ok()?;
     if ascii.is_empty() || ascii.starts_with('.') || ascii.ends_with('.') || ascii.contains("..") {
+        return None;
+    }
+    // A mail domain is letters, digits and hyphens once IDNA-encoded: an address
+    // literal (`[203.0.113.5]`) or anything stranger cannot be classified by its
+    // domain, so it is not a domain here (the caller reports it as unreadable).
+    if !ascii
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        || ascii.len() > 253
+        || ascii.split('.').any(|label| label.len() > 63)
+    {
         return None;
     }
     Some(ascii)
@@ -94,7 +109,7 @@ fn parse_one(item: &str) -> Target {
         return match routed.split_once(':') {
             Some((kind, value)) if kind.eq_ignore_ascii_case("smtp") => normalize_address(value)
                 .map(Target::Smtp)
-                .unwrap_or_else(|| Target::Unparsed(item.to_owned())),
+                .unwrap_or_else(|| Target::Invalid(item.to_owned())),
             Some((kind, value)) if kind.eq_ignore_ascii_case("ex") => {
                 Target::Exchange(value.trim().to_owned())
             }
@@ -108,14 +123,18 @@ fn parse_one(item: &str) -> Target {
     {
         return normalize_address(&item[open + 1..close])
             .map(Target::Smtp)
-            .unwrap_or_else(|| Target::Unparsed(item.to_owned()));
+            .unwrap_or_else(|| Target::Invalid(item.to_owned()));
     }
     if item.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("ex:")) {
         return Target::Exchange(item[3..].trim().to_owned());
     }
-    normalize_address(item)
-        .map(Target::Smtp)
-        .unwrap_or_else(|| Target::Unparsed(item.to_owned()))
+    match normalize_address(item) {
+        Some(address) => Target::Smtp(address),
+        None if item.contains('@') && !item.contains(char::is_whitespace) => {
+            Target::Invalid(item.to_owned())
+        }
+        None => Target::Unparsed(item.to_owned()),
+    }
 }
 
 /// Splits on `;` outside quotes and brackets (display names may contain one). Commas

@@ -100,6 +100,26 @@ impl TenantDomains {
         false
     }
 
+    /// Whether a host name (normalised) is one of the tenant's own servers: the
+    /// host is an internal accepted domain or within one, whatever MatchSubDomains
+    /// says (the tenant owns the DNS below its domains; mail addresses there are
+    /// another matter). `*.onmicrosoft.com` hosts are Microsoft's, not the tenant's.
+    pub fn owns_host(&self, host: &str) -> bool {
+        let mut rest = host;
+        loop {
+            if let Some((domain_type, _)) = self.listed.get(rest)
+                && domain_type.is_internal()
+                && !rest.ends_with("onmicrosoft.com")
+            {
+                return true;
+            }
+            match rest.split_once('.') {
+                Some((_, parent)) => rest = parent,
+                None => return false,
+            }
+        }
+    }
+
     pub fn is_internal(&self, address: &Address) -> bool {
         self.is_internal_domain(&address.domain)
     }

@@ -43,7 +43,7 @@ pub fn classify(raw: &str, domains: &TenantDomains) -> Vec<Classification> {
         .map(|target| match target {
             Target::Smtp(address) => domains.classify(address),
             Target::Exchange(dn) => Classification::NeedsResolution(dn),
-            Target::Unparsed(text) => Classification::Invalid(text),
+            Target::Unparsed(text) | Target::Invalid(text) => Classification::Invalid(text),
         })
         .collect()
 }

@@ -7,9 +7,10 @@
 //! transport rules. A blocked forward is still reported (it is an indicator of
 //! compromise, and a policy change would activate it): posture only lowers severity.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::Value;
 
-use super::Address;
 use crate::contracts::{OutboundPolicy, Posture, Signal};
 
 #[derive(Debug, Clone)]
@@ -19,13 +20,20 @@ struct Policy {
     mode: String,
 }
 
+/// A `HostedOutboundSpamFilterRule`: which senders its policy applies to.
+/// Conditions of different kinds must all match (a kind matches when any of its
+/// values does); any exception that matches takes the sender out.
 #[derive(Debug, Clone)]
 struct PolicyRule {
     policy: String,
     priority: i64,
     enabled: bool,
     senders: Vec<String>,
+    sender_groups: Vec<String>,
     sender_domains: Vec<String>,
+    except_senders: Vec<String>,
+    except_groups: Vec<String>,
+    except_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +49,10 @@ pub struct PostureView {
     policies: Vec<Policy>,
     rules: Vec<PolicyRule>,
     remote_domains: Vec<RemoteDomain>,
+    /// Members (lower-cased primary addresses, nested groups flattened) of the
+    /// groups the rules name in `FromMemberOf` / `ExceptIfFromMemberOf`, by the
+    /// group identity as the rule wrote it (lower-cased).
+    group_members: HashMap<String, HashSet<String>>,
 }
 
 fn text(row: &Value, key: &str) -> String {
@@ -100,7 +112,11 @@ impl PostureView {
                     .unwrap_or(i64::MAX),
                 enabled: !text(row, "State").eq_ignore_ascii_case("disabled"),
                 senders: list(row, "From"),
+                sender_groups: list(row, "FromMemberOf"),
                 sender_domains: list(row, "SenderDomainIs"),
+                except_senders: list(row, "ExceptIfFrom"),
+                except_groups: list(row, "ExceptIfFromMemberOf"),
+                except_domains: list(row, "ExceptIfSenderDomainIs"),
             })
             .collect();
         let remote_domains = remote_domains
@@ -117,6 +133,7 @@ impl PostureView {
             policies,
             rules,
             remote_domains,
+            group_members: HashMap::new(),
         };
         view.rules.sort_by_key(|r| r.priority);
         view
@@ -126,22 +143,76 @@ impl PostureView {
         mode.eq_ignore_ascii_case("off") || mode.eq_ignore_ascii_case("automatic")
     }
 
-    /// The outbound policy that applies to `mailbox`: the first enabled rule naming
-    /// it (or its domain), else the default policy.
+    /// The groups (`FromMemberOf`, `ExceptIfFromMemberOf`) whose members decide
+    /// which policy applies: the scan reads their members and hands them to
+    /// [`PostureView::with_group_members`].
+    pub fn sender_groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.sender_groups.iter().chain(&r.except_groups))
+            .cloned()
+            .collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// Adds the members of the sender groups: `group` as a rule names it →
+    /// members' primary SMTP addresses (nested groups flattened). A group missing
+    /// here matches nobody.
+    #[must_use]
+    pub fn with_group_members(mut self, members: HashMap<String, HashSet<String>>) -> Self {
+        self.group_members = members
+            .into_iter()
+            .map(|(g, m)| {
+                (
+                    g.trim().to_lowercase(),
+                    m.into_iter().map(|a| a.to_lowercase()).collect(),
+                )
+            })
+            .collect();
+        self
+    }
+
+    fn in_any_group(&self, groups: &[String], mailbox: &str) -> bool {
+        groups.iter().any(|g| {
+            self.group_members
+                .get(g)
+                .is_some_and(|members| members.contains(mailbox))
+        })
+    }
+
+    /// Whether `rule` applies to the sender `mailbox` (lower-cased) of `domain`.
+    fn rule_matches(&self, rule: &PolicyRule, mailbox: &str, domain: &str) -> bool {
+        let has_condition = !rule.senders.is_empty()
+            || !rule.sender_groups.is_empty()
+            || !rule.sender_domains.is_empty();
+        let condition = |values: &[String], hit: bool| values.is_empty() || hit;
+        has_condition
+            && condition(&rule.senders, rule.senders.iter().any(|s| s == mailbox))
+            && condition(
+                &rule.sender_groups,
+                self.in_any_group(&rule.sender_groups, mailbox),
+            )
+            && condition(
+                &rule.sender_domains,
+                rule.sender_domains.iter().any(|d| d == domain),
+            )
+            && !rule.except_senders.iter().any(|s| s == mailbox)
+            && !self.in_any_group(&rule.except_groups, mailbox)
+            && !rule.except_domains.iter().any(|d| d == domain)
+    }
+
+    /// The outbound policy that applies to `mailbox`: the enabled rule of lowest
+    /// priority whose conditions match it, else the default policy.
     fn policy_for(&self, mailbox: Option<&str>) -> Option<&Policy> {
         let mailbox = mailbox.map(str::to_lowercase);
-        let domain = mailbox
-            .as_deref()
-            .and_then(|m| m.rsplit_once('@'))
-            .map(|(_, d)| d.to_owned());
-        let scoped = mailbox.as_ref().and_then(|m| {
-            self.rules.iter().find(|r| {
-                r.enabled
-                    && (r.senders.iter().any(|s| s == m)
-                        || domain
-                            .as_ref()
-                            .is_some_and(|d| r.sender_domains.contains(d)))
-            })
+        let scoped = mailbox.as_deref().and_then(|m| {
+            let domain = m.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+            self.rules
+                .iter()
+                .find(|r| r.enabled && self.rule_matches(r, m, domain))
         });
         match scoped {
             Some(rule) => self
@@ -175,16 +246,18 @@ impl PostureView {
             })
     }
 
-    /// Whether the tenant's controls stop this forward from leaving today.
-    pub fn blocks(&self, signal: Signal, mailbox: Option<&str>, target: &Address) -> bool {
-        if signal == Signal::TransportRule {
+    /// Whether the tenant's controls stop a forward of `signal` from `mailbox` to a
+    /// target in `domain` (A-label) from leaving today. Only automatic forwarding
+    /// (mailbox forwarding, inbox rules) is governed by these controls.
+    pub fn blocks(&self, signal: Signal, mailbox: Option<&str>, domain: &str) -> bool {
+        if !signal.is_per_mailbox() || signal == Signal::AuditEvent {
             return false;
         }
         let policy_blocks = self
             .policy_for(mailbox)
             .is_some_and(|p| Self::mode_blocks(&p.mode));
         let remote_blocks = self
-            .remote_domain_for(&target.domain)
+            .remote_domain_for(domain)
             .is_some_and(|r| !r.auto_forward);
         policy_blocks || remote_blocks
     }
@@ -202,7 +275,13 @@ impl PostureView {
                     .rules
                     .iter()
                     .filter(|r| r.policy.eq_ignore_ascii_case(&p.name))
-                    .flat_map(|r| r.senders.iter().chain(r.sender_domains.iter()).cloned())
+                    .flat_map(|r| {
+                        r.senders
+                            .iter()
+                            .chain(&r.sender_domains)
+                            .cloned()
+                            .chain(r.sender_groups.iter().map(|g| format!("members of {g}")))
+                    })
                     .collect(),
             })
             .collect();

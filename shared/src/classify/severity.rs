@@ -3,6 +3,7 @@
 //! Starts at medium. Rises for forwards that keep no copy (and redirects), for
 //! hidden rules, and for rules that also hide mail. Falls for disabled rules (by
 //! two steps: staged, not active) and for forwards the tenant's posture blocks.
+//! A forward with a target that cannot be read is always high.
 
 use crate::contracts::{HidingAction, Severity, Signal};
 
@@ -16,9 +17,14 @@ pub struct SeverityFactors<'a> {
     pub hidden: bool,
     pub hiding_actions: &'a [HidingAction],
     pub posture_blocked: bool,
+    /// A target could not be read: always high (fail closed).
+    pub unreadable: bool,
 }
 
 pub fn severity(f: &SeverityFactors<'_>) -> Severity {
+    if f.unreadable {
+        return Severity::High;
+    }
     let mut score: i32 = 2;
     if !f.keeps_copy || f.redirect {
         score += 1;

@@ -305,6 +305,7 @@ fn severity_rules() {
         hidden: false,
         hiding_actions: &[],
         posture_blocked: false,
+        unreadable: false,
     };
     assert_eq!(
         severity(&base),
@@ -371,6 +372,16 @@ fn severity_rules() {
         Severity::High,
         "a staged, hidden, hiding, forward-only rule still matters"
     );
+    assert_eq!(
+        severity(&SeverityFactors {
+            enabled: false,
+            posture_blocked: true,
+            unreadable: true,
+            ..base
+        }),
+        Severity::High,
+        "what cannot be read is always high"
+    );
 }
 
 #[test]
@@ -418,33 +429,24 @@ fn posture_blocks_by_policy_and_remote_domain() {
             json!({"DomainName": "blocked.example", "AutoForwardEnabled": false}),
         ],
     );
-    let addr = |s: &str| normalize_address(s).expect("valid");
     assert!(
-        view.blocks(
-            Signal::InboxRule,
-            Some("bob@contoso.com"),
-            &addr("x@evil.example")
-        ),
+        view.blocks(Signal::InboxRule, Some("bob@contoso.com"), "evil.example"),
         "default policy Off"
     );
     assert!(
-        !view.blocks(
-            Signal::InboxRule,
-            Some("AP@contoso.com"),
-            &addr("x@evil.example")
-        ),
+        !view.blocks(Signal::InboxRule, Some("AP@contoso.com"), "evil.example"),
         "scoped policy On"
     );
     assert!(
         view.blocks(
             Signal::ForwardingSmtpAddress,
             Some("ap@contoso.com"),
-            &addr("x@blocked.example")
+            "blocked.example"
         ),
         "remote domain blocks"
     );
     assert!(
-        !view.blocks(Signal::TransportRule, None, &addr("x@evil.example")),
+        !view.blocks(Signal::TransportRule, None, "evil.example"),
         "transport rules bypass these controls"
     );
     let summary = view.summary();
@@ -465,20 +467,12 @@ fn posture_blocks_by_policy_and_remote_domain() {
         &[],
     );
     assert!(
-        automatic.blocks(
-            Signal::InboxRule,
-            Some("a@contoso.com"),
-            &addr("x@evil.example")
-        ),
+        automatic.blocks(Signal::InboxRule, Some("a@contoso.com"), "evil.example"),
         "Automatic means Off"
     );
     let unknown = posture::PostureView::from_exchange(&[], &[], &[]);
     assert!(
-        !unknown.blocks(
-            Signal::InboxRule,
-            Some("a@contoso.com"),
-            &addr("x@evil.example")
-        ),
+        !unknown.blocks(Signal::InboxRule, Some("a@contoso.com"), "evil.example"),
         "unknown never blocks"
     );
     assert_eq!(unknown.summary().external_forwarding_allowed, None);
@@ -538,4 +532,46 @@ proptest! {
         let is_external = matches!(classify(&raw, &domains).as_slice(), [Classification::External(_)]);
         prop_assert!(is_external);
     }
+}
+
+#[test]
+fn a_policy_scoped_to_a_group_unblocks_its_members_and_not_its_exceptions() {
+    use serde_json::json;
+    use std::collections::{HashMap, HashSet};
+    let view = posture::PostureView::from_exchange(
+        &[
+            json!({"Name": "Default", "IsDefault": true, "AutoForwardingMode": "Off"}),
+            json!({"Name": "Sales forwarding", "IsDefault": false, "AutoForwardingMode": "On"}),
+        ],
+        &[
+            json!({"Name": "r", "HostedOutboundSpamFilterPolicy": "Sales forwarding",
+                 "FromMemberOf": ["Sales Team"], "ExceptIfFrom": ["boss@contoso.com"],
+                 "Priority": 0, "State": "Enabled"}),
+        ],
+        &[json!({"DomainName": "*", "AutoForwardEnabled": true})],
+    );
+    assert_eq!(view.sender_groups(), vec!["sales team"]);
+    let members: HashSet<String> = ["Eve@contoso.com", "boss@contoso.com"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let without_members = view.clone();
+    let view = view.with_group_members(HashMap::from([("Sales Team".to_owned(), members)]));
+    assert!(
+        !view.blocks(Signal::InboxRule, Some("eve@contoso.com"), "evil.example"),
+        "a member of the allowed group forwards for real"
+    );
+    assert!(
+        view.blocks(Signal::InboxRule, Some("boss@contoso.com"), "evil.example"),
+        "an exception falls back to the default policy"
+    );
+    assert!(
+        view.blocks(Signal::InboxRule, Some("bob@contoso.com"), "evil.example"),
+        "a non-member gets the default policy"
+    );
+    assert!(
+        without_members.blocks(Signal::InboxRule, Some("eve@contoso.com"), "evil.example"),
+        "unknown membership matches nobody"
+    );
+    assert!(!view.blocks(Signal::JournalRule, None, "evil.example"));
 }

@@ -20,6 +20,15 @@ pub enum AlertKind {
     Resolved,
     /// One external address collecting from several mailboxes or tenants.
     Campaign,
+    /// A tenant that was scanned before can no longer be read (consent revoked,
+    /// Exchange role removed, GDAP relationship ended, repeated failures). Its open
+    /// detections are kept, not resolved, while it is dark.
+    CoverageLost,
+    /// A dark tenant was scanned completely again.
+    CoverageRestored,
+    /// A forward fwdwatch removed (verified) is forwarding again: re-enabled or
+    /// recreated. Always high severity.
+    Reappeared,
 }
 
 impl AlertKind {
@@ -29,8 +38,34 @@ impl AlertKind {
             AlertKind::Reminder => "reminder",
             AlertKind::Resolved => "resolved",
             AlertKind::Campaign => "campaign",
+            AlertKind::CoverageLost => "coverage_lost",
+            AlertKind::CoverageRestored => "coverage_restored",
+            AlertKind::Reappeared => "reappeared",
         }
     }
+}
+
+/// Why a tenant went dark (or that it is readable again), for coverage alerts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Coverage {
+    #[serde(default)]
+    pub tenant_name: String,
+    /// What failed, in Microsoft's words where there are some.
+    pub reason: String,
+    /// What to do about it.
+    #[serde(default)]
+    pub remedy: Option<String>,
+    /// The check that failed (`access`, `accepted_domains`…), when one did.
+    #[serde(default)]
+    pub check: Option<super::Check>,
+    /// The last time the tenant was scanned completely.
+    #[serde(default)]
+    pub last_complete_scan: Option<DateTime<Utc>>,
+    /// When the tenant went dark.
+    pub since: DateTime<Utc>,
+    /// Open detections kept while the tenant is dark.
+    #[serde(default)]
+    pub open_detections: u64,
 }
 
 /// One mailbox forwarding to a campaign's collector address.
@@ -64,6 +99,9 @@ pub struct AlertEvent {
     pub collector: Option<String>,
     #[serde(default)]
     pub victims: Vec<CampaignVictim>,
+    /// Coverage alerts: why the tenant went dark, or since when it was.
+    #[serde(default)]
+    pub coverage: Option<Coverage>,
     /// Sinks that accepted the alert (`slack`, `teams`, `webhook`, `log`).
     pub sinks: Vec<String>,
     pub sent_at: DateTime<Utc>,
@@ -82,6 +120,7 @@ impl AlertEvent {
             detection: Some(detection),
             collector: None,
             victims: vec![],
+            coverage: None,
             sinks: vec!["slack".into(), "log".into()],
             sent_at: "2026-11-28T19:00:05Z".parse().expect("valid example time"),
         }

@@ -69,17 +69,24 @@ pub struct Command {
     #[serde(rename = "type")]
     pub kind: CommandType,
     /// Always 1 for this version of the contract.
+    #[schemars(extend("const" = 1))]
     pub version: u32,
-    /// Unique per decision; a command id is executed at most once.
+    /// Unique per decision; a command id is executed at most once, and reusing it
+    /// for a different decision is refused.
+    #[schemars(length(min = 1))]
     pub command_id: String,
     pub action: CommandAction,
     pub issued_by: Issuer,
     pub issued_at: DateTime<Utc>,
+    #[schemars(length(min = 1))]
     pub tenant_id: String,
-    /// Primary SMTP address of the mailbox; absent for transport rules.
+    /// Primary SMTP address of the mailbox; absent for tenant-wide forwards.
     #[serde(default)]
     pub mailbox: Option<String>,
-    /// The detection's fingerprint: remove refuses when the forward no longer matches it.
+    /// The detection's fingerprint. Remove finds the forward by tenant, mailbox,
+    /// signal and rule id and acts on it even when it changed since detection
+    /// (saying what changed); approve approves exactly this forward.
+    #[schemars(length(min = 1))]
     pub fingerprint: String,
     /// Optional when the fingerprint is known to fwdwatch; needed for approvals otherwise.
     #[serde(default)]
@@ -176,6 +183,11 @@ pub struct CommandResult {
     #[serde(default)]
     pub after: Option<serde_json::Value>,
     pub executed_at: DateTime<Utc>,
+    /// Verified removals: the fingerprints of the forward as it was removed (it may
+    /// have changed since detection — another case, a decoy target — and is then
+    /// another fingerprint than the command's). The notifier marks each `removed`.
+    #[serde(default)]
+    pub removed_fingerprints: Vec<String>,
 }
 
 impl CommandResult {
@@ -197,6 +209,7 @@ impl CommandResult {
             ),
             after: Some(serde_json::json!({"ForwardingSmtpAddress": null})),
             executed_at: "2026-11-28T19:05:02Z".parse().expect("valid example time"),
+            removed_fingerprints: vec![],
         }
     }
 }

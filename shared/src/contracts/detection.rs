@@ -24,16 +24,40 @@ pub enum Signal {
     ForwardingAddress,
     /// An inbox rule (`ForwardTo`, `ForwardAsAttachmentTo`, `RedirectTo`), hidden ones included.
     InboxRule,
-    /// A transport (mail-flow) rule: `RedirectMessageTo`, `BlindCopyTo`, `AddToRecipients`, `CopyTo`.
+    /// A transport (mail-flow) rule: `RedirectMessageTo`, `BlindCopyTo`,
+    /// `AddToRecipients`, `CopyTo`, and incident reports (`GenerateIncidentReport`).
     TransportRule,
+    /// A journal rule (`Get-JournalRule`) whose `JournalEmailAddress` is outside:
+    /// a copy of every journaled message leaves the tenant.
+    JournalRule,
+    /// An outbound connector whose smart hosts are servers the tenant does not own,
+    /// used for all mail or by a transport rule (`RouteMessageOutboundConnector`).
+    /// Its targets are host names or IP addresses, not mail addresses.
+    OutboundConnector,
+    /// A forwarding change seen only in the audit log (Office 365 Management
+    /// Activity API): the forward no longer existed when the tenant was rescanned.
+    AuditEvent,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 4] = [
+    pub const ALL: [Signal; 7] = [
         Signal::ForwardingSmtpAddress,
         Signal::ForwardingAddress,
         Signal::InboxRule,
         Signal::TransportRule,
+        Signal::JournalRule,
+        Signal::OutboundConnector,
+        Signal::AuditEvent,
+    ];
+
+    /// The signals a state scan reads (everything but audit events).
+    pub const SCANNED: [Signal; 6] = [
+        Signal::ForwardingSmtpAddress,
+        Signal::ForwardingAddress,
+        Signal::InboxRule,
+        Signal::TransportRule,
+        Signal::JournalRule,
+        Signal::OutboundConnector,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +66,9 @@ impl Signal {
             Signal::ForwardingAddress => "forwarding_address",
             Signal::InboxRule => "inbox_rule",
             Signal::TransportRule => "transport_rule",
+            Signal::JournalRule => "journal_rule",
+            Signal::OutboundConnector => "outbound_connector",
+            Signal::AuditEvent => "audit_event",
         }
     }
 
@@ -49,9 +76,14 @@ impl Signal {
         Self::ALL.into_iter().find(|signal| signal.as_str() == s)
     }
 
-    /// Whether the forward lives on one mailbox (everything but transport rules).
+    /// Whether the forward lives on one mailbox (mailbox forwarding and inbox
+    /// rules); the others act on the whole tenant. An audit event names a mailbox
+    /// when the change it records was made on one.
     pub fn is_per_mailbox(self) -> bool {
-        !matches!(self, Signal::TransportRule)
+        matches!(
+            self,
+            Signal::ForwardingSmtpAddress | Signal::ForwardingAddress | Signal::InboxRule
+        )
     }
 }
 
@@ -116,7 +148,33 @@ pub struct Mailbox {
     pub recipient_type: String,
 }
 
-/// One external forward. One per mailbox forwarding field, per inbox rule, per transport rule.
+/// One recipient object mail passes through on its way out: a mail user, a guest,
+/// a mail contact, or a (nested) group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct PathHop {
+    /// The recipient's primary SMTP address (lower-cased domain), or its identity
+    /// when it has none.
+    pub address: String,
+    /// Exchange's `RecipientTypeDetails`, e.g. `GuestMailUser`,
+    /// `MailUniversalDistributionGroup`, `GroupMailbox`.
+    pub kind: String,
+    /// The display name (attacker-controlled text: never markup).
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Why an address that looks internal is an outside target: the recipients mail to
+/// it went through, outermost first (what the forward names, then nested groups).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryPath {
+    /// The outside target (one of the detection's `targets`).
+    pub target: String,
+    /// The recipient objects on the way, outermost first.
+    pub via: Vec<PathHop>,
+}
+
+/// One external forward. One per mailbox forwarding field, per inbox rule, per
+/// transport rule, per journal rule, per outbound connector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(title = "Detection", example = Detection::example())]
 pub struct Detection {
@@ -138,8 +196,21 @@ pub struct Detection {
     pub rule_id: Option<String>,
     #[serde(default)]
     pub rule_name: Option<String>,
-    /// The external targets, normalised (`local@a-label.domain`), sorted, deduplicated.
+    /// The external targets, normalised (`local@a-label.domain`), sorted, deduplicated:
+    /// where mail is really delivered (a guest's or mail user's external address, a
+    /// group's outside members). Outbound connectors: smart host names or IPs.
+    /// Unreadable targets appear as Exchange wrote them (see `unreadable`).
     pub targets: Vec<String>,
+    /// For targets reached through recipient objects (mail users, guests, contacts,
+    /// groups): the objects on the way, so an operator sees why an address in one
+    /// of the tenant's own domains is outside.
+    #[serde(default)]
+    pub paths: Vec<DeliveryPath>,
+    /// Some target could not be read (an invalid domain, an address literal, an
+    /// identity no lookup resolves): reported as Exchange wrote it, at high severity.
+    /// fwdwatch fails closed: what it cannot read is never assumed internal.
+    #[serde(default)]
+    pub unreadable: bool,
     /// What Exchange showed before normalisation and resolution (e.g. a contact's name).
     #[serde(default)]
     pub raw_targets: Vec<String>,
@@ -188,6 +259,8 @@ impl Detection {
             rule_id: Some("15394007230974001153".into()),
             rule_name: Some(".".into()),
             targets: vec!["collector@evil.example".into()],
+            paths: vec![],
+            unreadable: false,
             raw_targets: vec!["\"collector\" [SMTP:collector@evil.example]".into()],
             enabled: true,
             keeps_copy: false,

@@ -20,16 +20,18 @@ mod scan;
 pub mod schema;
 mod summary;
 
-pub use alert::{AlertEvent, AlertEventType, AlertKind, CampaignVictim};
+pub use alert::{AlertEvent, AlertEventType, AlertKind, CampaignVictim, Coverage};
 pub use command::{
     AuditEvent, AuditEventType, Channel, Command, CommandAction, CommandOutcome, CommandResult,
     CommandResultType, CommandType, Issuer,
 };
-pub use detection::{Detection, DetectionType, HidingAction, Mailbox, Severity, Signal};
-pub use scan::{ScanJob, ScanJobType, TenantRef};
+pub use detection::{
+    DeliveryPath, Detection, DetectionType, HidingAction, Mailbox, PathHop, Severity, Signal,
+};
+pub use scan::{Relationship, ScanJob, ScanJobType, TenantRef};
 pub use summary::{
-    Check, CheckReport, CheckStatus, ErrorKind, OutboundPolicy, Posture, ScanError, TenantSummary,
-    TenantSummaryType,
+    Check, CheckReport, CheckStatus, ErrorKind, IncompleteRead, OutboundPolicy, Posture, ScanError,
+    TenantSummary, TenantSummaryType,
 };
 
 use schemars::JsonSchema;

@@ -34,6 +34,25 @@ pub struct ScanJob {
     pub job_id: String,
     pub tenant: TenantRef,
     pub requested_at: DateTime<Utc>,
+    /// The partner's relationship with the customer, as the enumerator saw it.
+    /// Absent for a static tenant list.
+    #[serde(default)]
+    pub relationship: Option<Relationship>,
+}
+
+/// The partner's GDAP relationship with a customer, as the enumerator listed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Relationship {
+    /// False when a tenant scanned before is no longer among the partner's active
+    /// customers (relationship terminated or expired): the scanner reports lost
+    /// coverage instead of reading it.
+    pub listed: bool,
+    /// The latest `endDateTime` of the customer's active relationships.
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// The status seen last (`active`, `expired`, `terminated`…).
+    #[serde(default)]
+    pub status: String,
 }
 
 impl ScanJob {
@@ -46,6 +65,7 @@ impl ScanJob {
             job_id,
             tenant,
             requested_at,
+            relationship: None,
         }
     }
 

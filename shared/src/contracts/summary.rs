@@ -31,32 +31,60 @@ pub enum Check {
     TransportRules,
     /// Outbound spam policies and remote domains.
     Posture,
+    /// `Get-DistributionGroupMember` / `Get-UnifiedGroupLinks` of the groups that
+    /// forwards target (nested groups included): where mail to a group goes.
+    GroupMembers,
+    /// `Get-JournalRule`.
+    JournalRules,
+    /// `Get-OutboundConnector`.
+    OutboundConnectors,
 }
 
 impl Check {
     /// The checks whose failure would hide a detection of `signal`: a partial scan
     /// must not resolve what a failed check would have seen.
+    ///
+    /// Every SMTP target is looked up in the recipients (a guest or a group can
+    /// hide behind an internal-looking address), so every signal needs them.
+    /// Audit events are never resolved by a scan: nothing covers them.
     pub fn needed_for(signal: Signal) -> &'static [Check] {
         match signal {
-            Signal::ForwardingSmtpAddress => {
-                &[Check::Access, Check::AcceptedDomains, Check::Mailboxes]
-            }
-            Signal::ForwardingAddress => &[
+            Signal::ForwardingSmtpAddress | Signal::ForwardingAddress => &[
                 Check::Access,
                 Check::AcceptedDomains,
                 Check::Mailboxes,
                 Check::Recipients,
+                Check::GroupMembers,
             ],
             Signal::InboxRule => &[
                 Check::Access,
                 Check::AcceptedDomains,
                 Check::Mailboxes,
                 Check::Recipients,
+                Check::GroupMembers,
                 Check::InboxRules,
             ],
-            Signal::TransportRule => {
-                &[Check::Access, Check::AcceptedDomains, Check::TransportRules]
-            }
+            Signal::TransportRule => &[
+                Check::Access,
+                Check::AcceptedDomains,
+                Check::Recipients,
+                Check::GroupMembers,
+                Check::TransportRules,
+            ],
+            Signal::JournalRule => &[
+                Check::Access,
+                Check::AcceptedDomains,
+                Check::Recipients,
+                Check::GroupMembers,
+                Check::JournalRules,
+            ],
+            Signal::OutboundConnector => &[
+                Check::Access,
+                Check::AcceptedDomains,
+                Check::TransportRules,
+                Check::OutboundConnectors,
+            ],
+            Signal::AuditEvent => &[],
         }
     }
 }
@@ -68,6 +96,11 @@ pub enum CheckStatus {
     Failed,
     /// Not attempted (an earlier check it depends on failed).
     Skipped,
+    /// Ran, but part of it was not read (a mailbox answered NotFound although it was
+    /// just listed, an empty or garbled answer, a truncated listing, a group larger
+    /// than the member cap): `TenantSummary::incomplete` names what. Detections the
+    /// missing part would have covered stay open.
+    Incomplete,
 }
 
 /// Why a call to Microsoft 365 failed, as a small closed set an operator can act on.
@@ -89,6 +122,9 @@ pub enum ErrorKind {
     Malformed,
     /// Anything else Microsoft refused (e.g. a 400 with Exchange's message).
     Rejected,
+    /// The partner's GDAP relationship with the customer ended (terminated or
+    /// expired), or the customer is missing from the partner's customer list.
+    RelationshipEnded,
 }
 
 impl ErrorKind {
@@ -124,6 +160,18 @@ pub struct CheckReport {
     pub items: u64,
     #[serde(default)]
     pub error: Option<ScanError>,
+}
+
+/// A part of a check that was not read: the detections it would have covered stay
+/// open (only a complete read resolves).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IncompleteRead {
+    pub check: Check,
+    /// The mailbox whose read is missing; absent when the gap is tenant-wide.
+    #[serde(default)]
+    pub mailbox: Option<String>,
+    /// What happened, e.g. "NotFound for a mailbox listed seconds earlier".
+    pub reason: String,
 }
 
 /// An outbound spam filter policy's stance on automatic external forwarding.
@@ -182,20 +230,64 @@ pub struct TenantSummary {
     pub fingerprints: Vec<String>,
     #[serde(default)]
     pub posture: Posture,
+    /// What an incomplete check did not read (see `CheckStatus::Incomplete`).
+    #[serde(default)]
+    pub incomplete: Vec<IncompleteRead>,
+    /// Things an operator should act on before coverage is lost, e.g. a GDAP
+    /// relationship ending within 14 days.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// When the partner's GDAP relationship with this customer ends, when known.
+    #[serde(default)]
+    pub relationship_ends_at: Option<DateTime<Utc>>,
 }
 
 impl TenantSummary {
-    /// True when every check ran and succeeded.
+    /// True when every check ran and succeeded and nothing was left unread.
     pub fn is_complete(&self) -> bool {
-        self.checks.iter().all(|c| c.status == CheckStatus::Ok)
+        self.checks.iter().all(|c| c.status == CheckStatus::Ok) && self.incomplete.is_empty()
     }
 
-    /// True when every check a detection of `signal` depends on succeeded.
+    /// True when every check a detection of `signal` depends on ran, with no
+    /// tenant-wide gap. Mailbox-level gaps are asked with [`TenantSummary::covers_mailbox`].
     pub fn covers(&self, signal: Signal) -> bool {
-        Check::needed_for(signal).iter().all(|needed| {
-            self.checks
+        let needed = Check::needed_for(signal);
+        !needed.is_empty()
+            && needed.iter().all(|needed| {
+                self.checks.iter().any(|c| {
+                    c.check == *needed
+                        && matches!(c.status, CheckStatus::Ok | CheckStatus::Incomplete)
+                })
+            })
+            && !self
+                .incomplete
                 .iter()
-                .any(|c| c.check == *needed && c.status == CheckStatus::Ok)
+                .any(|gap| gap.mailbox.is_none() && needed.contains(&gap.check))
+    }
+
+    /// True when a detection of `signal` on `mailbox` (`None`: tenant-wide) was
+    /// covered: [`TenantSummary::covers`], and no read of that mailbox is missing.
+    pub fn covers_mailbox(&self, signal: Signal, mailbox: Option<&str>) -> bool {
+        self.covers(signal)
+            && mailbox.is_none_or(|m| {
+                !self
+                    .mailboxes_not_read()
+                    .any(|gap| gap.eq_ignore_ascii_case(m))
+            })
+    }
+
+    /// The mailboxes some read of which is missing (their detections stay open).
+    pub fn mailboxes_not_read(&self) -> impl Iterator<Item = &str> {
+        self.incomplete
+            .iter()
+            .filter_map(|gap| gap.mailbox.as_deref())
+    }
+
+    /// True when the tenant could not be read at all: no access, or not even its
+    /// accepted domains (nothing can be classified without them).
+    pub fn is_dark(&self) -> bool {
+        self.checks.iter().any(|c| {
+            matches!(c.check, Check::Access | Check::AcceptedDomains) && c.status != CheckStatus::Ok
         })
     }
 
@@ -242,6 +334,9 @@ impl TenantSummary {
                     }),
                 },
                 ok(Check::Posture, 2),
+                ok(Check::GroupMembers, 0),
+                ok(Check::JournalRules, 0),
+                ok(Check::OutboundConnectors, 1),
             ],
             mailboxes: 40,
             inbox_rules: 61,
@@ -259,6 +354,9 @@ impl TenantSummary {
                 remote_domains_blocking_auto_forward: vec![],
                 external_forwarding_allowed: Some(true),
             },
+            incomplete: vec![],
+            warnings: vec![],
+            relationship_ends_at: None,
         }
     }
 }

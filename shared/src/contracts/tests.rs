@@ -76,7 +76,37 @@ fn names_on_the_wire_are_the_contract() {
             "forwarding_smtp_address",
             "forwarding_address",
             "inbox_rule",
-            "transport_rule"
+            "transport_rule",
+            "journal_rule",
+            "outbound_connector",
+            "audit_event"
+        ]
+    );
+    let kinds: Vec<_> = [
+        AlertKind::New,
+        AlertKind::Reminder,
+        AlertKind::Resolved,
+        AlertKind::Campaign,
+        AlertKind::CoverageLost,
+        AlertKind::CoverageRestored,
+        AlertKind::Reappeared,
+    ]
+    .iter()
+    .map(|k| (serde_json::to_value(k).expect("json"), k.as_str()))
+    .collect();
+    for (json, name) in &kinds {
+        assert_eq!(json, name);
+    }
+    assert_eq!(
+        kinds.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        vec![
+            "new",
+            "reminder",
+            "resolved",
+            "campaign",
+            "coverage_lost",
+            "coverage_restored",
+            "reappeared"
         ]
     );
     for s in Signal::ALL {
@@ -97,4 +127,40 @@ fn partial_scan_does_not_cover_rules() {
     assert!(!summary.is_complete());
     assert!(summary.covers(Signal::InboxRule));
     assert!(!summary.covers(Signal::TransportRule));
+    assert!(
+        !summary.covers(Signal::AuditEvent),
+        "a scan never resolves audit events"
+    );
+}
+
+#[test]
+fn a_gap_keeps_what_it_would_have_covered() {
+    let mut summary = TenantSummary::example();
+    summary.checks.retain(|c| c.check != Check::TransportRules);
+    for c in &mut summary.checks {
+        if c.check == Check::InboxRules {
+            c.status = CheckStatus::Incomplete;
+        }
+    }
+    summary.incomplete.push(IncompleteRead {
+        check: Check::InboxRules,
+        mailbox: Some("Vic@contoso.com".into()),
+        reason: "NotFound".into(),
+    });
+    assert!(!summary.is_complete());
+    assert!(
+        summary.covers(Signal::InboxRule),
+        "other mailboxes were read"
+    );
+    assert!(!summary.covers_mailbox(Signal::InboxRule, Some("vic@contoso.com")));
+    assert!(summary.covers_mailbox(Signal::InboxRule, Some("bob@contoso.com")));
+    summary.incomplete.push(IncompleteRead {
+        check: Check::GroupMembers,
+        mailbox: None,
+        reason: "cap".into(),
+    });
+    assert!(
+        !summary.covers(Signal::ForwardingSmtpAddress),
+        "a tenant-wide gap"
+    );
 }

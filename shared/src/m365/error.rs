@@ -38,11 +38,14 @@ fn kind_label(kind: ErrorKind) -> &'static str {
         ErrorKind::Upstream => "upstream failure",
         ErrorKind::Malformed => "malformed answer",
         ErrorKind::Rejected => "rejected",
+        ErrorKind::RelationshipEnded => "relationship ended",
     }
 }
 
 /// Remedy for an Exchange 403: the app is authenticated but holds no Exchange role.
 pub const REMEDY_EXCHANGE_ROLE: &str = "assign the Exchange Administrator role (or an Exchange RBAC role group) to the fwdwatch app's service principal in this tenant";
+/// Remedy for a customer that is no longer among the partner's GDAP customers.
+pub const REMEDY_RELATIONSHIP: &str = "renew the GDAP relationship with this customer (with the Exchange Administrator role) in Partner Center, or remove the customer from fwdwatch if the contract ended";
 /// Remedy for an Exchange 401 that a fresh token does not cure.
 pub const REMEDY_EXCHANGE_PERMISSION: &str = "grant admin consent for the Exchange.ManageAsApp permission of the fwdwatch app in this tenant, and assign it the Exchange Administrator role";
 
@@ -69,6 +72,11 @@ impl M365Error {
     /// An answer we could not understand.
     pub fn malformed(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Malformed, message)
+    }
+
+    /// The kind in a few words ("not found", "throttled"…).
+    pub fn kind_label(&self) -> &'static str {
+        kind_label(self.kind)
     }
 
     /// Whether scanning again later may succeed (throttling, 5xx, garbled answers).

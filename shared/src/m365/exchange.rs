@@ -93,16 +93,49 @@ impl Cmdlet {
     }
 }
 
+/// Every row of a listing, and whether Exchange said it was cut short.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing<T> {
+    pub rows: Vec<T>,
+    /// The truncation warning of the last page (`@adminapi.warnings`: "There are
+    /// more results available…"), when the listing ended without all its rows.
+    pub truncated: Option<String>,
+}
+
+/// Whether an `@adminapi.warnings` entry says rows were left out.
+pub fn is_truncation_warning(warning: &str) -> bool {
+    let w = warning.to_ascii_lowercase();
+    w.contains("more results") || w.contains("resultsize") || w.contains("truncated")
+}
+
+/// Whether a cmdlet reads (its answer must carry a `value` list): a 200 without
+/// one is not "nothing there", it is an answer that lost its rows.
+fn expects_rows(cmdlet: &str) -> bool {
+    cmdlet
+        .get(..4)
+        .is_some_and(|verb| verb.eq_ignore_ascii_case("get-"))
+}
+
+/// Deserialises a field that is present (even as `null`) into `Some`.
+fn present<'de, D: de::Deserializer<'de>, V: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<V>, D::Error> {
+    V::deserialize(d).map(Some)
+}
+
 /// One page of an `InvokeCommand` answer, rows read straight into `T`.
-/// `value` may be absent, `null` or a list; `@adminapi.warnings` and the
-/// `@odata.context` are not needed.
+/// `value` may be absent, `null` or a list; `@adminapi.warnings` says whether the
+/// listing was truncated; the `@odata.context` is not needed.
 #[derive(Deserialize)]
 #[serde(bound = "T: DeserializeOwned")]
 struct Page<T> {
-    #[serde(default)]
-    value: Option<Vec<T>>,
+    /// `None`: no `value` member at all; `Some(None)`: `"value": null`.
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Option<Vec<T>>>,
     #[serde(rename = "@odata.nextLink", default)]
     next_link: Option<String>,
+    #[serde(rename = "@adminapi.warnings", default)]
+    warnings: Option<Value>,
 }
 
 impl<T: DeserializeOwned> Page<T> {
@@ -110,9 +143,29 @@ impl<T: DeserializeOwned> Page<T> {
         serde_json::from_slice(bytes).map_err(|e| e.to_string())
     }
 
-    fn take(self, rows: &mut Vec<T>) -> Option<String> {
-        rows.extend(self.value.unwrap_or_default());
-        self.next_link.filter(|l| !l.is_empty())
+    /// Adds the page's rows to `listing`; the link to the next page, if any.
+    /// A read whose answer has no `value` at all is refused as malformed.
+    fn take(self, cmdlet: &str, listing: &mut Listing<T>) -> Result<Option<String>, M365Error> {
+        let Some(value) = self.value else {
+            if expects_rows(cmdlet) {
+                return Err(M365Error::malformed(format!(
+                    "{cmdlet} answered 200 without any rows (`value` missing): the read is incomplete"
+                )));
+            }
+            return Ok(self.next_link.filter(|l| !l.is_empty()));
+        };
+        listing.rows.extend(value.unwrap_or_default());
+        let next = self.next_link.filter(|l| !l.is_empty());
+        listing.truncated = match (&next, self.warnings) {
+            (None, Some(Value::Array(ws))) => ws
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|w| is_truncation_warning(w))
+                .map(str::to_owned),
+            (None, Some(Value::String(w))) if is_truncation_warning(&w) => Some(w),
+            _ => None,
+        };
+        Ok(next)
     }
 }
 
@@ -187,12 +240,14 @@ enum SubOutcome<T> {
 #[derive(Default)]
 enum SubBody<T> {
     Object {
-        value: Option<Vec<T>>,
+        /// `None`: no `value` member; `Some(None)`: `"value": null`.
+        value: Option<Option<Vec<T>>>,
         next_link: Option<String>,
         /// The `error` member of an error envelope.
         error: Option<Value>,
         /// `value` was there but not a list.
         bad_value: bool,
+        warnings: Option<Value>,
     },
     /// A string: some proxies hand the body over as JSON text inside a string.
     Text(String),
@@ -208,6 +263,7 @@ enum BodyKey {
     Value,
     NextLink,
     Error,
+    Warnings,
     Other,
 }
 
@@ -224,6 +280,7 @@ impl<'de> Deserialize<'de> for BodyKey {
                     "value" => BodyKey::Value,
                     "@odata.nextLink" => BodyKey::NextLink,
                     "error" => BodyKey::Error,
+                    "@adminapi.warnings" => BodyKey::Warnings,
                     _ => BodyKey::Other,
                 })
             }
@@ -289,15 +346,16 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for SubBody<T> {
                 f.write_str("a sub-response body")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SubBody<T>, A::Error> {
-                let (mut value, mut next_link, mut error, mut bad_value) =
-                    (None, None, None, false);
+                let (mut value, mut next_link, mut error, mut bad_value, mut warnings) =
+                    (None, None, None, false, None);
                 while let Some(key) = map.next_key::<BodyKey>()? {
                     match key {
                         BodyKey::Value => {
                             let Rows(rows, bad) = map.next_value::<Rows<T>>()?;
-                            value = rows;
+                            value = Some(rows);
                             bad_value |= bad;
                         }
+                        BodyKey::Warnings => warnings = Some(map.next_value::<Value>()?),
                         BodyKey::NextLink => {
                             next_link = match map.next_value::<Value>()? {
                                 Value::String(s) => Some(s),
@@ -315,6 +373,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for SubBody<T> {
                     next_link,
                     error,
                     bad_value,
+                    warnings,
                 })
             }
             fn visit_str<E>(self, v: &str) -> Result<SubBody<T>, E> {
@@ -397,12 +456,19 @@ fn parse_batch<T: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<(usize, SubOutco
                     value,
                     next_link,
                     bad_value: false,
+                    warnings,
                     ..
                 },
-            ) => SubOutcome::Done(Page { value, next_link }),
+            ) => SubOutcome::Done(Page {
+                value,
+                next_link,
+                warnings,
+            }),
+            // No body at all: for a read, the rows are missing (`Page::take` says so).
             (200..=299, SubBody::Empty) => SubOutcome::Done(Page {
                 value: None,
                 next_link: None,
+                warnings: None,
             }),
             (200..=299, SubBody::Text(text)) => match Page::<T>::parse(text.as_bytes()) {
                 Ok(page) => SubOutcome::Done(page),
@@ -481,8 +547,21 @@ impl M365Client {
         tenant: &str,
         cmdlet: &Cmdlet,
     ) -> Result<Vec<T>, M365Error> {
+        self.invoke_listing(tenant, cmdlet).await.map(|l| l.rows)
+    }
+
+    /// [`M365Client::invoke_as`], saying whether Exchange cut the listing short.
+    pub async fn invoke_listing<T: DeserializeOwned + Send>(
+        &self,
+        tenant: &str,
+        cmdlet: &Cmdlet,
+    ) -> Result<Listing<T>, M365Error> {
         let first = self.invoke_url(tenant, cmdlet);
-        self.invoke_pages(tenant, cmdlet, &first, Vec::new()).await
+        let listing = Listing {
+            rows: Vec::new(),
+            truncated: None,
+        };
+        self.invoke_pages(tenant, cmdlet, &first, listing).await
     }
 
     /// Follows a listing from `start` (the first page, or a nextLink with the rows
@@ -493,8 +572,8 @@ impl M365Client {
         tenant: &str,
         cmdlet: &Cmdlet,
         start: &str,
-        mut rows: Vec<T>,
-    ) -> Result<Vec<T>, M365Error> {
+        mut listing: Listing<T>,
+    ) -> Result<Listing<T>, M365Error> {
         let first = self.invoke_url(tenant, cmdlet);
         let body: bytes::Bytes = serde_json::to_vec(&cmdlet.wire_body())
             .map_err(|e| M365Error::malformed(format!("cannot encode {}: {e}", cmdlet.name)))?
@@ -529,13 +608,13 @@ impl M365Client {
                     restarts += 1;
                     self.stats_handle().pagination_restart();
                     tracing::info!(tenant, cmdlet = %cmdlet.name, "Exchange paging link expired; restarting the listing.");
-                    rows.clear();
+                    listing.rows.clear();
                     url = first.clone();
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            match page.take(&mut rows) {
+            match page.take(&cmdlet.name, &mut listing)? {
                 Some(link) => {
                     if !same_origin(&link, self.exo_base()) {
                         return Err(M365Error::malformed(format!(
@@ -545,7 +624,7 @@ impl M365Client {
                     }
                     url = link;
                 }
-                None => return Ok(rows),
+                None => return Ok(listing),
             }
         }
     }
@@ -569,10 +648,24 @@ impl M365Client {
         tenant: &str,
         cmdlets: &[Cmdlet],
     ) -> Vec<Result<Vec<T>, M365Error>> {
+        self.invoke_batch_listing(tenant, cmdlets)
+            .await
+            .into_iter()
+            .map(|r| r.map(|l| l.rows))
+            .collect()
+    }
+
+    /// [`M365Client::invoke_batch_as`], saying for each cmdlet whether Exchange cut
+    /// its listing short: a scan must not treat a truncated read as complete.
+    pub async fn invoke_batch_listing<T: DeserializeOwned + Send>(
+        &self,
+        tenant: &str,
+        cmdlets: &[Cmdlet],
+    ) -> Vec<Result<Listing<T>, M365Error>> {
         match cmdlets.len() {
             0 => Vec::new(),
             // A batch of one is just a bigger envelope.
-            1 => vec![self.invoke_as(tenant, &cmdlets[0]).await],
+            1 => vec![self.invoke_listing(tenant, &cmdlets[0]).await],
             _ => {
                 let chunks = cmdlets
                     .chunks(EXO_BATCH_LIMIT)
@@ -587,7 +680,7 @@ impl M365Client {
         &self,
         tenant: &str,
         cmdlets: &[Cmdlet],
-    ) -> Vec<Result<Vec<T>, M365Error>> {
+    ) -> Vec<Result<Listing<T>, M365Error>> {
         let url = format!("{}/adminapi/beta/{}/$batch", self.exo_base(), tenant);
         let mut results: Vec<Option<Result<Page<T>, M365Error>>> =
             cmdlets.iter().map(|_| None).collect();
@@ -741,11 +834,14 @@ impl M365Client {
                 Some(Err(e)) => return Err(e),
                 None => return Err(M365Error::malformed("batch request never answered")),
             };
-            let mut rows = Vec::new();
-            match page.take(&mut rows) {
-                None => Ok(rows),
+            let mut listing = Listing {
+                rows: Vec::new(),
+                truncated: None,
+            };
+            match page.take(&cmdlet.name, &mut listing)? {
+                None => Ok(listing),
                 Some(link) if same_origin(&link, self.exo_base()) => {
-                    self.invoke_pages(tenant, cmdlet, &link, rows).await
+                    self.invoke_pages(tenant, cmdlet, &link, listing).await
                 }
                 Some(_) => Err(M365Error::malformed(format!(
                     "nextLink of {} points outside the Exchange endpoint",
@@ -763,17 +859,52 @@ mod tests {
 
     #[test]
     fn pages_of_every_shape() {
-        let mut rows: Vec<Value> = Vec::new();
+        let mut listing: Listing<Value> = Listing {
+            rows: Vec::new(),
+            truncated: None,
+        };
         let page = |b: &str| Page::<Value>::parse(b.as_bytes());
-        assert_eq!(page(r#"{"value":null}"#).expect("ok").take(&mut rows), None);
-        assert_eq!(page("{}").expect("ok").take(&mut rows), None);
-        assert!(page("null").is_err());
-        let next =
-            page(r#"{"value":[1,2],"@odata.nextLink":"http://x/y","@adminapi.warnings":["w"]}"#)
+        let get = "Get-InboxRule";
+        assert_eq!(
+            page(r#"{"value":null}"#)
                 .expect("ok")
-                .take(&mut rows);
+                .take(get, &mut listing)
+                .expect("null is no rows"),
+            None
+        );
+        let missing = page("{}").expect("ok").take(get, &mut listing);
+        assert_eq!(
+            missing.expect_err("a read without rows").kind,
+            ErrorKind::Malformed
+        );
+        assert_eq!(
+            page("{}")
+                .expect("ok")
+                .take("Set-Mailbox", &mut listing)
+                .expect("a change answers without rows"),
+            None
+        );
+        assert!(page("null").is_err());
+        let next = page(
+            r#"{"value":[1,2],"@odata.nextLink":"http://x/y","@adminapi.warnings":["There are more results available than are currently displayed."]}"#,
+        )
+        .expect("ok")
+        .take(get, &mut listing)
+        .expect("rows");
         assert_eq!(next.as_deref(), Some("http://x/y"));
-        assert_eq!(rows.len(), 2);
+        assert_eq!(listing.rows.len(), 2);
+        assert_eq!(listing.truncated, None, "more pages follow: not truncated");
+        let last = page(
+            r#"{"value":[3],"@adminapi.warnings":["There are more results available than are currently displayed. To view them, increase the value for the ResultSize parameter."]}"#,
+        )
+        .expect("ok")
+        .take(get, &mut listing)
+        .expect("rows");
+        assert_eq!(last, None);
+        assert!(
+            listing.truncated.is_some(),
+            "the last page says rows are missing"
+        );
         assert!(page("[1]").is_err());
         assert!(page(r#"{"value":5}"#).is_err());
     }
@@ -794,7 +925,7 @@ mod tests {
         .expect("envelope");
         assert_eq!(answers.len(), 5);
         assert!(
-            matches!(&answers[0], (1, SubOutcome::Done(p)) if p.value.as_ref().is_some_and(|v| v.len() == 1))
+            matches!(&answers[0], (1, SubOutcome::Done(p)) if p.value.as_ref().and_then(Option::as_ref).is_some_and(|v| v.len() == 1))
         );
         assert!(
             matches!(&answers[1], (2, SubOutcome::Again { status: 429, retry_after: Some(d), .. }) if d.as_secs() == 2)

@@ -285,6 +285,18 @@ impl M365Client {
     /// pages, grouped by customer tenant (one customer can have several).
     /// Read with a token for the partner's own tenant (`m365.partner_tenant_id`).
     pub async fn list_gdap_customers(&self) -> Result<Vec<TenantRef>, M365Error> {
+        Ok(self
+            .list_gdap_relationships()
+            .await?
+            .into_iter()
+            .map(|c| c.tenant)
+            .collect())
+    }
+
+    /// The customers of the partner's active GDAP relationships, each with when its
+    /// latest active relationship ends (a relationship about to end is a warning:
+    /// the tenant goes dark with it).
+    pub async fn list_gdap_relationships(&self) -> Result<Vec<GdapCustomer>, M365Error> {
         let partner = self.partner_tenant_id();
         if partner.trim().is_empty() {
             return Err(M365Error::new(
@@ -296,11 +308,50 @@ impl M365Client {
         let relationships = self
             .graph_list(
                 partner,
-                "/tenantRelationships/delegatedAdminRelationships?$filter=status%20eq%20%27active%27&$select=id,displayName,status,customer&$top=300",
+                "/tenantRelationships/delegatedAdminRelationships?$filter=status%20eq%20%27active%27&$select=id,displayName,status,customer,endDateTime&$top=300",
             )
             .await?;
-        Ok(gdap_customers_from(&relationships))
+        Ok(gdap_relationships_from(&relationships))
     }
+}
+
+/// One customer of the partner's active GDAP relationships.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GdapCustomer {
+    pub tenant: TenantRef,
+    /// The latest `endDateTime` of its active relationships, when given.
+    pub ends_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// [`gdap_customers_from`], with each customer's relationship end.
+pub fn gdap_relationships_from(relationships: &[Value]) -> Vec<GdapCustomer> {
+    let mut ends: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    for rel in relationships {
+        let active = rel
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.eq_ignore_ascii_case("active"));
+        let id = rel
+            .get("customer")
+            .and_then(|c| c.get("tenantId"))
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_ascii_lowercase());
+        let end = rel
+            .get("endDateTime")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok());
+        if let (true, Some(id), Some(end)) = (active, id, end) {
+            let e = ends.entry(id).or_insert(end);
+            *e = (*e).max(end);
+        }
+    }
+    gdap_customers_from(relationships)
+        .into_iter()
+        .map(|tenant| GdapCustomer {
+            ends_at: ends.get(&tenant.id.to_ascii_lowercase()).copied(),
+            tenant,
+        })
+        .collect()
 }
 
 /// The customer tenants of a list of GDAP relationships: only `active` ones,

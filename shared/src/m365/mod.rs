@@ -29,11 +29,13 @@ mod stats;
 
 pub use auth::{EXCHANGE_RESOURCE, GRAPH_RESOURCE, Resource};
 pub use error::{
-    M365Error, REMEDY_EXCHANGE_PERMISSION, REMEDY_EXCHANGE_ROLE, api_error, exchange_error_message,
-    token_error,
+    M365Error, REMEDY_EXCHANGE_PERMISSION, REMEDY_EXCHANGE_ROLE, REMEDY_RELATIONSHIP, api_error,
+    exchange_error_message, token_error,
 };
-pub use exchange::{Cmdlet, EXO_BATCH_LIMIT};
-pub use graph::{GRAPH_BATCH_LIMIT, GraphRequest, gdap_customers_from};
+pub use exchange::{Cmdlet, EXO_BATCH_LIMIT, Listing, is_truncation_warning};
+pub use graph::{
+    GRAPH_BATCH_LIMIT, GdapCustomer, GraphRequest, gdap_customers_from, gdap_relationships_from,
+};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use stats::{RequestKind, StatsSnapshot};
 

@@ -25,7 +25,30 @@ pub async fn append(
     keys: &Keys,
     event: &AuditEvent,
 ) -> Result<String, StoreError> {
-    let key = keys.audit();
+    append_to(store, &keys.audit(), event, MAX_LEN).await
+}
+
+/// About how many refused attempts Redis keeps (their own stream).
+pub const MAX_REFUSED_LEN: usize = 20_000;
+
+/// Appends a refused attempt at the HTTP edge to its own stream
+/// (`Keys::audit_refused`): a flood of refused link POSTs must not push executed
+/// decisions out of the audit trail.
+pub async fn append_refused(
+    store: &dyn Store,
+    keys: &Keys,
+    event: &AuditEvent,
+) -> Result<String, StoreError> {
+    append_to(store, &keys.audit_refused(), event, MAX_REFUSED_LEN).await
+}
+
+async fn append_to(
+    store: &dyn Store,
+    key: &str,
+    event: &AuditEvent,
+    max_len: usize,
+) -> Result<String, StoreError> {
+    let key = key.to_owned();
     let json = serde_json::to_string(event).map_err(|err| {
         StoreError::invalid_argument("audit_append", &key, format!("cannot encode: {err}"))
     })?;
@@ -41,7 +64,7 @@ pub async fn append(
         ),
         ("outcome".to_owned(), outcome(event)),
     ];
-    store.append_stream(&key, &fields, MAX_LEN).await
+    store.append_stream(&key, &fields, max_len).await
 }
 
 /// The newest `n` audit events, oldest first.
@@ -54,7 +77,20 @@ pub async fn recent(
     keys: &Keys,
     n: usize,
 ) -> Result<Vec<AuditEvent>, StoreError> {
-    let key = keys.audit();
+    recent_in(store, &keys.audit(), n).await
+}
+
+/// The newest `n` refused attempts (see [`append_refused`]), oldest first.
+pub async fn recent_refused(
+    store: &dyn Store,
+    keys: &Keys,
+    n: usize,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    recent_in(store, &keys.audit_refused(), n).await
+}
+
+async fn recent_in(store: &dyn Store, key: &str, n: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    let key = key.to_owned();
     let mut seen = HashSet::new();
     let mut events = Vec::new();
     for (id, fields) in store.read_stream(&key, n).await? {

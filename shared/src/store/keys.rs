@@ -87,7 +87,7 @@ impl Keys {
     // ---- notifier ----
 
     /// The notifier's state of one detection (hash: `detection` = the latest
-    /// `Detection` JSON, `state` = `open` / `approved` / `resolved`, `first_seen`,
+    /// `Detection` JSON, `state` = `open` / `approved` / `resolved` / `removed`, `first_seen`,
     /// `last_seen`, `last_alert_at` (RFC 3339, UTC, milliseconds), plus the notifier's
     /// bookkeeping: `tenant_id`, `mailbox`, `signal`, `episode`, `reminders`,
     /// `resolved_at`, `resolved_scan`, `campaign_keys`, `op_*`). Owner: notifier; read
@@ -165,6 +165,28 @@ impl Keys {
         self.key("alert_outbox_claim", &[alert_id])
     }
 
+    /// One tenant's scan coverage (hash): `state` = `ok` / `lost`, `since`,
+    /// `reason`, `remedy`, `check`, `failures` (dark scans in a row),
+    /// `last_readable_at`, `last_complete_at`, `last_summary_at` (the newest
+    /// summary's scan start), `last_alert_at`, `episode`, `reminders`, `warnings`
+    /// (newline-separated), `summary` (the latest `TenantSummary` JSON). Owner:
+    /// notifier; read by `fwdwatch status` and the console. No TTL.
+    pub fn tenant_coverage(&self, tenant: &str) -> String {
+        self.key("coverage", &[tenant])
+    }
+
+    /// Every tenant with a coverage record (set of tenant ids), for listing them.
+    /// Owner: notifier. No TTL.
+    pub fn tenants(&self) -> String {
+        self.key("tenants", &[])
+    }
+
+    /// Short lock on one tenant's coverage record while a notifier updates it.
+    /// Owner: notifier. TTL: a few seconds.
+    pub fn tenant_lock(&self, tenant: &str) -> String {
+        self.key("coverage_lock", &[tenant])
+    }
+
     // ---- actioner ----
 
     /// Claim on one command id (`claim`, SET NX), so a redelivered or replayed command
@@ -172,6 +194,20 @@ impl Keys {
     /// window (a day or more).
     pub fn command_claim(&self, command_id: &str) -> String {
         self.key("command_claim", &[command_id])
+    }
+
+    /// What the first command with this id asked for (string: a digest of its
+    /// decision fields), so a second command reusing the id for something else is
+    /// refused, not taken for a duplicate. Owner: actioner. TTL: as `command_claim`.
+    pub fn command_digest(&self, command_id: &str) -> String {
+        self.key("command_digest", &[command_id])
+    }
+
+    /// Refused attempts at the HTTP edge (stream, trimmed like `audit`): kept apart
+    /// so a flood of refused link POSTs cannot push executed decisions out of the
+    /// audit trail. Owner: actioner.
+    pub fn audit_refused(&self) -> String {
+        self.key("audit_refused", &[])
     }
 
     /// The outcome of one command (string, `CommandResult` JSON), answered to a
@@ -203,6 +239,14 @@ impl Keys {
     }
 
     // ---- enumerator / CLI ----
+
+    /// Every tenant the enumerator has listed (hash: tenant id → JSON with its name,
+    /// default domain, `last_listed` and relationship end), so a tenant that drops
+    /// out of the GDAP listing is still scanned — and reported as lost coverage —
+    /// instead of vanishing. Owner: enumerator. No TTL.
+    pub fn known_tenants(&self) -> String {
+        self.key("known_tenants", &[])
+    }
 
     /// The last scan run (hash: `run_id`, `started_at`, `tenants`, …), written by the
     /// enumerator when it publishes a run and read by `fwdwatch status`. No TTL.
@@ -306,6 +350,12 @@ mod tests {
             keys.campaigns_due(),
             keys.alert_outbox(),
             keys.alert_outbox_due(),
+            keys.tenant_coverage("t"),
+            keys.known_tenants(),
+            keys.command_digest("c"),
+            keys.audit_refused(),
+            keys.tenants(),
+            keys.tenant_lock("t"),
             keys.alert_outbox_claim("a"),
             keys.command_claim("c"),
             keys.command_result("c"),

@@ -33,6 +33,15 @@ pub(crate) const CMDLETS: &[(&str, &str)] = &[
     ),
     ("Get-RemoteDomain", "exo:Get-RemoteDomain"),
     ("Set-Mailbox", "exo:Set-Mailbox"),
+    (
+        "Get-DistributionGroupMember",
+        "exo:Get-DistributionGroupMember",
+    ),
+    ("Get-UnifiedGroupLinks", "exo:Get-UnifiedGroupLinks"),
+    ("Get-JournalRule", "exo:Get-JournalRule"),
+    ("Disable-JournalRule", "exo:Disable-JournalRule"),
+    ("Get-OutboundConnector", "exo:Get-OutboundConnector"),
+    ("Set-OutboundConnector", "exo:Set-OutboundConnector"),
 ];
 
 /// The canonical name and stats key of a cmdlet name (PowerShell ignores case).
@@ -47,6 +56,10 @@ pub(crate) enum Outcome {
     Rows(Vec<Value>, ResultSize),
     /// A Set/Disable/Remove cmdlet: empty value, these warnings.
     Done(Vec<String>),
+    /// A read answered with the "more results" warning and no nextLink: rows missing.
+    Truncated(Vec<Value>),
+    /// A 200 whose body has no `value` at all (a read that lost its rows).
+    Empty,
 }
 
 type Out = Result<Outcome, Reply>;
@@ -67,6 +80,12 @@ pub(crate) fn run(name: &str, meta: &TenantMeta, st: &mut TenantState, p: &Param
         "Get-HostedOutboundSpamFilterRule" => get_outbound_rule(meta, st, p),
         "Get-RemoteDomain" => get_remote_domain(meta, st, p),
         "Set-Mailbox" => set_mailbox(meta, st, p),
+        "Get-DistributionGroupMember" => get_group_members(meta, st, p, false),
+        "Get-UnifiedGroupLinks" => get_group_members(meta, st, p, true),
+        "Get-JournalRule" => get_journal_rule(meta, st, p),
+        "Disable-JournalRule" => disable_journal_rule(meta, st, p),
+        "Get-OutboundConnector" => get_connector(meta, st, p),
+        "Set-OutboundConnector" => set_connector(meta, st, p),
         _ => Err(crate::reply::exo_forbidden()),
     }
 }
@@ -159,28 +178,151 @@ fn get_recipient(meta: &TenantMeta, st: &TenantState, p: &Params<'_>) -> Out {
         let r = st
             .find_recipient(meta, &id)
             .ok_or_else(|| not_found(&id, &meta.server))?;
-        vec![match r {
-            crate::model::RecipientRef::Mailbox(i) => {
-                render::mailbox_recipient(meta, &st.mailboxes[i as usize])
-            }
-            crate::model::RecipientRef::Contact(i) => {
-                render::ext_recipient(meta, &st.contacts[i as usize])
-            }
-            crate::model::RecipientRef::MailUser(i) => {
-                render::ext_recipient(meta, &st.mail_users[i as usize])
-            }
-        }]
+        vec![recipient_row(meta, st, r).ok_or_else(|| not_found(&id, &meta.server))?]
     } else {
         st.mailboxes
             .iter()
             .map(|m| render::mailbox_recipient(meta, m))
             .chain(st.mail_users.iter().map(|r| render::ext_recipient(meta, r)))
             .chain(st.contacts.iter().map(|r| render::ext_recipient(meta, r)))
+            .chain(st.groups.iter().map(|g| render::group_recipient(meta, g)))
             .collect()
     };
     let rows = by_field(rows, p, "RecipientTypeDetails", "RecipientTypeDetails")?;
     let rows = by_field(rows, p, "RecipientType", "RecipientType")?;
     Ok(Outcome::Rows(filtered(rows, p)?, size))
+}
+
+/// The Get-Recipient row of any recipient (`None` for a deleted one).
+fn recipient_row(
+    meta: &TenantMeta,
+    st: &TenantState,
+    r: crate::model::RecipientRef,
+) -> Option<Value> {
+    use crate::model::RecipientRef;
+    Some(match r {
+        RecipientRef::Mailbox(i) => render::mailbox_recipient(meta, st.mailboxes.get(i as usize)?),
+        RecipientRef::Contact(i) => render::ext_recipient(meta, st.contacts.get(i as usize)?),
+        RecipientRef::MailUser(i) => render::ext_recipient(meta, st.mail_users.get(i as usize)?),
+        RecipientRef::Group(i) => render::group_recipient(meta, st.groups.get(i as usize)?),
+        RecipientRef::Gone(_) => return None,
+    })
+}
+
+/// Get-DistributionGroupMember (`unified` false) and Get-UnifiedGroupLinks
+/// `-LinkType Members`: the group's direct members as recipient rows.
+fn get_group_members(meta: &TenantMeta, st: &TenantState, p: &Params<'_>, unified: bool) -> Out {
+    if unified {
+        p.check(&["Identity", "LinkType", "ResultSize"])?;
+        match p.string("LinkType")? {
+            Some(t) if t.eq_ignore_ascii_case("Members") => {}
+            Some(t)
+                if ["Owners", "Subscribers", "Aggregators", "EventSubscribers"]
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&t)) =>
+            {
+                return Ok(Outcome::Rows(Vec::new(), p.result_size()?));
+            }
+            Some(t) => {
+                return Err(binding_error(&format!(
+                    "Cannot bind parameter 'LinkType'. Cannot convert value \"{t}\" to type \"Microsoft.Exchange.Management.RecipientTasks.LinkType\"."
+                )));
+            }
+            None => {
+                return Err(binding_error(
+                    "Cannot process command because of one or more missing mandatory parameters: LinkType.",
+                ));
+            }
+        }
+    } else {
+        p.check(&["Identity", "ResultSize", "IgnoreDefaultScope"])?;
+    }
+    let size = p.result_size()?;
+    let id = p.required("Identity")?;
+    let wanted = if unified {
+        crate::model::GroupKind::Unified
+    } else {
+        crate::model::GroupKind::Distribution
+    };
+    let g = st
+        .find_group(meta, &id)
+        .filter(|&g| st.groups[g].kind == wanted)
+        .ok_or_else(|| not_found(&id, &meta.server))?;
+    let rows: Vec<Value> = st.groups[g]
+        .members
+        .iter()
+        .filter_map(|&m| recipient_row(meta, st, m))
+        .collect();
+    Ok(Outcome::Rows(rows, size))
+}
+
+fn get_journal_rule(meta: &TenantMeta, st: &TenantState, p: &Params<'_>) -> Out {
+    p.check(&["Identity"])?;
+    let rows = named(
+        meta,
+        p,
+        &st.journal_rules,
+        |r| &r.name,
+        |_, r| render::journal_rule(r),
+    )?;
+    Ok(Outcome::Rows(rows, ResultSize::Unlimited))
+}
+
+/// Journal rules and connectors are found by Guid (a value in GUID form) or by
+/// Name, as Exchange does.
+fn find_named_guid<T>(
+    list: &[T],
+    key: &str,
+    name: impl Fn(&T) -> &str,
+    guid: impl Fn(&T) -> u128,
+) -> Option<usize> {
+    let key = key.trim();
+    if let Ok(id) = uuid::Uuid::parse_str(key) {
+        return list.iter().position(|t| guid(t) == id.as_u128());
+    }
+    list.iter().position(|t| name(t).eq_ignore_ascii_case(key))
+}
+
+fn disable_journal_rule(meta: &TenantMeta, st: &mut TenantState, p: &Params<'_>) -> Out {
+    p.check(&["Identity"])?;
+    let id = p.required("Identity")?;
+    let i = find_named_guid(&st.journal_rules, &id, |r| &r.name, |r| r.guid)
+        .ok_or_else(|| not_found(&id, &meta.server))?;
+    let r = &mut st.journal_rules[i];
+    if !r.enabled {
+        return Ok(Outcome::Done(vec![no_change(&r.name)]));
+    }
+    r.enabled = false;
+    Ok(Outcome::Done(Vec::new()))
+}
+
+fn get_connector(meta: &TenantMeta, st: &TenantState, p: &Params<'_>) -> Out {
+    p.check(&["Identity", "IncludeTestModeConnectors"])?;
+    let rows = match p.string("Identity")? {
+        Some(id) => {
+            let i = find_named_guid(&st.connectors, &id, |c| &c.name, |c| c.guid)
+                .ok_or_else(|| not_found(&id, &meta.server))?;
+            vec![render::connector(&st.connectors[i])]
+        }
+        None => st.connectors.iter().map(render::connector).collect(),
+    };
+    Ok(Outcome::Rows(rows, ResultSize::Unlimited))
+}
+
+fn set_connector(meta: &TenantMeta, st: &mut TenantState, p: &Params<'_>) -> Out {
+    p.check(&["Identity", "Enabled"])?;
+    let id = p.required("Identity")?;
+    let i = find_named_guid(&st.connectors, &id, |c| &c.name, |c| c.guid)
+        .ok_or_else(|| not_found(&id, &meta.server))?;
+    let c = &mut st.connectors[i];
+    if p.has("Enabled") {
+        let v = p.flag("Enabled")?;
+        if c.enabled != v {
+            c.enabled = v;
+            return Ok(Outcome::Done(Vec::new()));
+        }
+    }
+    Ok(Outcome::Done(vec![no_change(&c.name)]))
 }
 
 /// Get-MailContact (`mail_users` false) and Get-MailUser.
@@ -292,6 +434,19 @@ fn get_inbox_rule(meta: &TenantMeta, st: &TenantState, p: &Params<'_>) -> Out {
         return Ok(Outcome::Rows(vec![row], size));
     }
     let m = rule_mailbox(meta, st, p, None)?;
+    let fault = st
+        .rule_read_faults
+        .iter()
+        .find(|(i, _)| *i as usize == m)
+        .map(|(_, f)| *f);
+    match fault {
+        Some(crate::model::ReadFault::NotFound) => {
+            let key = p.string("Mailbox")?.unwrap_or_default();
+            return Err(not_found(&key, &meta.server));
+        }
+        Some(crate::model::ReadFault::Empty) => return Ok(Outcome::Empty),
+        _ => {}
+    }
     let mb = &st.mailboxes[m];
     let mut rows: Vec<Value> = mb
         .rules
@@ -301,6 +456,10 @@ fn get_inbox_rule(meta: &TenantMeta, st: &TenantState, p: &Params<'_>) -> Out {
         .collect();
     if include_hidden {
         rows.push(render::junk_rule(meta, mb));
+    }
+    if fault == Some(crate::model::ReadFault::Truncated) {
+        rows.truncate(1);
+        return Ok(Outcome::Truncated(rows));
     }
     Ok(Outcome::Rows(rows, size))
 }
@@ -338,11 +497,19 @@ fn change_inbox_rule(meta: &TenantMeta, st: &mut TenantState, p: &Params<'_>, re
     Ok(Outcome::Done(Vec::new()))
 }
 
+/// Exchange's -Identity of a rule: a value in GUID form is a Guid lookup (a rule
+/// merely *named* like a GUID does not answer to it); anything else is a name.
 fn find_transport_rule(st: &TenantState, key: &str) -> Option<usize> {
-    st.transport_rules.iter().position(|r| {
-        r.name.eq_ignore_ascii_case(key.trim())
-            || crate::names::guid_str(r.guid).eq_ignore_ascii_case(key.trim())
-    })
+    let key = key.trim();
+    if let Ok(id) = uuid::Uuid::parse_str(key) {
+        return st
+            .transport_rules
+            .iter()
+            .position(|r| r.guid == id.as_u128());
+    }
+    st.transport_rules
+        .iter()
+        .position(|r| r.name.eq_ignore_ascii_case(key))
 }
 
 fn get_transport_rule(st: &TenantState, p: &Params<'_>) -> Out {

@@ -144,6 +144,13 @@ pub(crate) fn execute(sim: &Sim, req: &ExoRequest<'_>) -> Reply {
         Ok(cmdlets::Outcome::Done(warnings)) => {
             Reply::ok(paging::envelope(&meta.id, Vec::new(), warnings, None))
         }
+        Ok(cmdlets::Outcome::Truncated(rows)) => Reply::ok(paging::envelope(
+            &meta.id,
+            rows,
+            vec![paging::MORE_RESULTS.to_string()],
+            None,
+        )),
+        Ok(cmdlets::Outcome::Empty) => Reply::ok(serde_json::json!({})),
         Ok(cmdlets::Outcome::Rows(rows, size)) => {
             let (mut rows, next, warnings) = paging::paginate(rows, size, skip, req.prefer);
             if let Some(fields) = query_get(&req.query, "select") {
@@ -186,7 +193,7 @@ pub(crate) fn admit(sim: &Sim, tenant_key: &str, headers: &HeaderMap) -> Result<
     let Org::Customer(i) = token_org else {
         return Err(exo_forbidden());
     };
-    if sim.fleet.meta(i).faults.no_exchange_role {
+    if sim.fleet.no_exchange_role(i) {
         sim.stats.injected(
             Injected::NoExchangeRole,
             Some(&sim.fleet.tenants[i as usize].counters),

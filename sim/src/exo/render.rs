@@ -5,8 +5,9 @@ use serde_json::{Value, json};
 
 use crate::generate::junk_rule_id;
 use crate::model::{
-    AcceptedDomain, ExtKind, ExtRecipient, InboxRule, Mailbox, MailboxKind, OutboundPolicy,
-    OutboundRule, RemoteDomain, TenantMeta, TenantState, TransportRule,
+    AcceptedDomain, ExtRecipient, Group, InboxRule, JournalRule, Mailbox, MailboxKind,
+    OutboundConnector, OutboundPolicy, OutboundRule, RemoteDomain, TenantMeta, TenantState,
+    TransportRule,
 };
 use crate::names::{exo_date, guid_str};
 
@@ -79,10 +80,7 @@ pub(crate) fn mailbox_recipient(meta: &TenantMeta, m: &Mailbox) -> Value {
 /// A Get-Recipient / Get-MailContact / Get-MailUser row of a contact or mail user.
 pub(crate) fn ext_recipient(meta: &TenantMeta, r: &ExtRecipient) -> Value {
     let primary = r.primary_smtp(meta);
-    let mut addresses = vec![format!("SMTP:{primary}")];
-    if r.kind == ExtKind::MailUser {
-        addresses.push(format!("smtp:{}@{}", r.alias, meta.initial_domain));
-    }
+    let addresses = r.email_addresses(meta);
     json!({
         "Name": r.name,
         "Identity": r.name,
@@ -99,6 +97,58 @@ pub(crate) fn ext_recipient(meta: &TenantMeta, r: &ExtRecipient) -> Value {
         "ExternalDirectoryObjectId": guid_str(r.object_id),
         "WhenChanged": exo_date(crate::names::EPOCH - (r.guid % 500) as i64 * 86_400),
         "WhenChanged@data.type": "System.DateTime",
+    })
+}
+
+/// A Get-Recipient (and member) row of a group.
+pub(crate) fn group_recipient(meta: &TenantMeta, g: &Group) -> Value {
+    json!({
+        "Name": g.name,
+        "Identity": g.name,
+        "Alias": g.alias,
+        "DisplayName": g.name,
+        "PrimarySmtpAddress": g.primary_smtp(meta),
+        "ExternalEmailAddress": Value::Null,
+        "LegacyExchangeDN": g.legacy_dn(),
+        "RecipientType": "MailUniversalDistributionGroup",
+        "RecipientTypeDetails": g.details(),
+        "EmailAddresses": g.email_addresses(meta),
+        "EmailAddresses@odata.type": "#Collection(String)",
+        "Guid": guid_str(g.guid),
+        "Guid@data.type": "System.Guid",
+        "ExternalDirectoryObjectId": guid_str(g.object_id),
+    })
+}
+
+/// A Get-JournalRule row.
+pub(crate) fn journal_rule(r: &JournalRule) -> Value {
+    json!({
+        "Name": r.name,
+        "Identity": r.name,
+        "Guid": guid_str(r.guid),
+        "Guid@data.type": "System.Guid",
+        "Enabled": r.enabled,
+        "Scope": r.scope,
+        "Recipient": Value::Null,
+        "JournalEmailAddress": r.address,
+    })
+}
+
+/// A Get-OutboundConnector row.
+pub(crate) fn connector(c: &OutboundConnector) -> Value {
+    json!({
+        "Name": c.name,
+        "Identity": c.name,
+        "Guid": guid_str(c.guid),
+        "Guid@data.type": "System.Guid",
+        "Enabled": c.enabled,
+        "ConnectorType": c.connector_type,
+        "UseMXRecord": c.use_mx,
+        "SmartHosts": list_or_null(&c.smart_hosts),
+        "RecipientDomains": list_or_null(&c.recipient_domains),
+        "IsTransportRuleScoped": c.rule_scoped,
+        "TlsSettings": Value::Null,
+        "CloudServicesMailEnabled": false,
     })
 }
 
@@ -271,6 +321,9 @@ pub(crate) fn transport_rule(r: &TransportRule, exclude_details: bool) -> Value 
     if r.connector.is_some() {
         actions.push(format!("{ACTION_NS}RouteMessageOutboundConnectorAction"));
     }
+    if r.incident_report.is_some() {
+        actions.push(format!("{ACTION_NS}GenerateIncidentReportAction"));
+    }
     if let Some(a) = r.benign_action {
         actions.push(format!("{ACTION_NS}{a}"));
     }
@@ -299,7 +352,8 @@ pub(crate) fn transport_rule(r: &TransportRule, exclude_details: bool) -> Value 
         "CopyTo": list_or_null(&r.copy_to),
         "RouteMessageOutboundConnector": r.connector.as_deref(),
         "AddManagerAsRecipientType": Value::Null,
-        "GenerateIncidentReport": Value::Null,
+        "GenerateIncidentReport": r.incident_report.as_deref(),
+        "IncidentReportContent": list_or_null(&r.incident_content),
         "SentToScope": if r.subject_words.is_empty() { json!("InOrganization") } else { Value::Null },
         "FromScope": Value::Null,
         "SubjectContainsWords": list_or_null(&r.subject_words),
@@ -357,7 +411,8 @@ pub(crate) fn outbound_rule(r: &OutboundRule, priority: usize) -> Value {
         "HostedOutboundSpamFilterPolicy": r.policy,
         "From": list_or_null(&r.from),
         "SenderDomainIs": list_or_null(&r.sender_domain_is),
-        "FromMemberOf": Value::Null,
+        "FromMemberOf": list_or_null(&r.from_member_of),
+        "ExceptIfFrom": list_or_null(&r.except_if_from),
         "State": if r.enabled { "Enabled" } else { "Disabled" },
         "Priority": priority,
     })

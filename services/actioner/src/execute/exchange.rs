@@ -4,15 +4,16 @@
 //! see for one mailbox (or the tenant's transport rules) — detections with their
 //! fingerprints, plus the raw rows as evidence — and the cmdlets that take a
 //! forward away. [`Exchange`] names exactly those; [`M365Exchange`] implements them
-//! with the shared Microsoft 365 client and the scanner's own per-signal code
-//! (`fwdwatch_scanner::rescan`), so "is this still the forward that was detected"
-//! is decided by the very code that detected it, not by a second copy of it.
+//! with the shared Microsoft 365 client and the scan's own per-signal code
+//! (`fwdwatch_shared::forwards::reread`), so "does this forward still send mail
+//! outside" is decided by the very code that detected it, not by a second copy.
 //! Unit tests use a scripted fake.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use fwdwatch_shared::contracts::{Detection, Signal};
+use fwdwatch_shared::forwards::reread;
 use fwdwatch_shared::m365::{Cmdlet, M365Client, M365Error};
 
 /// What Exchange shows now for one mailbox (or, with no mailbox, for the tenant's
@@ -26,8 +27,12 @@ pub struct Reading {
     pub mailbox: Option<Value>,
     /// The `Get-InboxRule -IncludeHidden` rows (when inbox rules were read).
     pub inbox_rules: Vec<Value>,
-    /// The `Get-TransportRule` rows (transport reads).
+    /// The `Get-TransportRule` rows (transport and connector reads).
     pub transport_rules: Vec<Value>,
+    /// The `Get-JournalRule` rows (journal reads).
+    pub journal_rules: Vec<Value>,
+    /// The `Get-OutboundConnector` rows (connector reads).
+    pub connectors: Vec<Value>,
 }
 
 /// The Exchange operations a removal is made of.
@@ -63,8 +68,14 @@ pub trait Exchange: Send + Sync + 'static {
         identity: &str,
     ) -> Result<(), M365Error>;
 
-    /// `Disable-TransportRule`.
-    async fn disable_transport_rule(&self, tenant: &str, identity: &str) -> Result<(), M365Error>;
+    /// `Disable-TransportRule`, naming the rule by its Guid.
+    async fn disable_transport_rule(&self, tenant: &str, guid: &str) -> Result<(), M365Error>;
+
+    /// `Disable-JournalRule`, naming the rule by its Guid.
+    async fn disable_journal_rule(&self, tenant: &str, guid: &str) -> Result<(), M365Error>;
+
+    /// `Set-OutboundConnector -Enabled $false`, naming the connector by its Guid.
+    async fn disable_outbound_connector(&self, tenant: &str, guid: &str) -> Result<(), M365Error>;
 }
 
 /// [`Exchange`] on the real (or simulated) Exchange Online admin API.
@@ -94,17 +105,17 @@ impl Exchange for M365Exchange {
         mailbox: Option<&str>,
         signals: &[Signal],
     ) -> Result<Reading, M365Error> {
-        let rescan = match mailbox {
-            Some(mailbox) => {
-                fwdwatch_scanner::rescan::mailbox(&self.client, tenant, mailbox, signals).await?
-            }
-            None => fwdwatch_scanner::rescan::transport_rules(&self.client, tenant).await?,
+        let reread = match mailbox {
+            Some(mailbox) => reread::mailbox(&self.client, tenant, mailbox, signals).await?,
+            None => reread::tenant_wide(&self.client, tenant, signals).await?,
         };
         Ok(Reading {
-            detections: rescan.detections,
-            mailbox: rescan.mailbox,
-            inbox_rules: rescan.inbox_rules,
-            transport_rules: rescan.transport_rules,
+            detections: reread.detections,
+            mailbox: reread.mailbox,
+            inbox_rules: reread.inbox_rules,
+            transport_rules: reread.transport_rules,
+            journal_rules: reread.journal_rules,
+            connectors: reread.connectors,
         })
     }
 
@@ -146,9 +157,24 @@ impl Exchange for M365Exchange {
         self.run(tenant, cmdlet).await
     }
 
-    async fn disable_transport_rule(&self, tenant: &str, identity: &str) -> Result<(), M365Error> {
+    async fn disable_transport_rule(&self, tenant: &str, guid: &str) -> Result<(), M365Error> {
         let cmdlet = Cmdlet::new("Disable-TransportRule")
-            .param("Identity", identity)
+            .param("Identity", guid)
+            .param("Confirm", json!(false));
+        self.run(tenant, cmdlet).await
+    }
+
+    async fn disable_journal_rule(&self, tenant: &str, guid: &str) -> Result<(), M365Error> {
+        let cmdlet = Cmdlet::new("Disable-JournalRule")
+            .param("Identity", guid)
+            .param("Confirm", json!(false));
+        self.run(tenant, cmdlet).await
+    }
+
+    async fn disable_outbound_connector(&self, tenant: &str, guid: &str) -> Result<(), M365Error> {
+        let cmdlet = Cmdlet::new("Set-OutboundConnector")
+            .param("Identity", guid)
+            .param("Enabled", false)
             .param("Confirm", json!(false));
         self.run(tenant, cmdlet).await
     }

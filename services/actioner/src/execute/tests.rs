@@ -95,6 +95,12 @@ impl Exchange for FakeExchange {
     async fn disable_transport_rule(&self, _t: &str, identity: &str) -> Result<(), M365Error> {
         self.change(format!("Disable-TransportRule {identity}"))
     }
+    async fn disable_journal_rule(&self, _t: &str, identity: &str) -> Result<(), M365Error> {
+        self.change(format!("Disable-JournalRule {identity}"))
+    }
+    async fn disable_outbound_connector(&self, _t: &str, identity: &str) -> Result<(), M365Error> {
+        self.change(format!("Set-OutboundConnector {identity}"))
+    }
 }
 
 fn smtp_detection(target: &str) -> Detection {
@@ -352,25 +358,61 @@ async fn remove_verifies_and_a_duplicate_executes_nothing() {
 }
 
 #[tokio::test]
-async fn remove_refuses_and_changes_nothing_when_the_forward_changed() {
+async fn remove_acts_on_the_forward_even_when_the_attacker_changed_it() {
+    // Detected: vic → collector. Since then the attacker flipped the case and
+    // added a decoy: another fingerprint, the same forward (mailbox + signal).
     let detection = smtp_detection(TARGET);
     let now = smtp_detection("other@evil.example");
-    let exchange = FakeExchange::script(vec![Ok(mailbox_reading(
-        Some("smtp:other@evil.example"),
-        vec![now],
-    ))]);
+    let exchange = FakeExchange::script(vec![
+        Ok(mailbox_reading(
+            Some("smtp:other@evil.example"),
+            vec![now.clone()],
+        )),
+        Ok(mailbox_reading(None, vec![])),
+    ]);
     let (executor, context) = setup(exchange.clone(), RuleRemoval::Disable).await;
+    store_detection(&context, &detection).await;
+    let remove = command(CommandAction::Remove, &detection);
+    executor.process(remove.clone(), 0).await.expect("handled");
+    let result = result_of(&context, &remove).await;
+    assert_eq!(
+        result.outcome,
+        CommandOutcome::Verified,
+        "{}",
+        result.detail
+    );
+    assert!(
+        result.detail.contains("changed since detection")
+            && result.detail.contains(TARGET)
+            && result.detail.contains("other@evil.example"),
+        "says what changed: {}",
+        result.detail
+    );
+    assert_eq!(result.removed_fingerprints, vec![now.fingerprint.clone()]);
+    assert_eq!(
+        exchange.calls(),
+        vec![
+            "read vic@contoso.com",
+            "Set-Mailbox vic@contoso.com",
+            "read vic@contoso.com"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn remove_refuses_and_changes_nothing_when_the_forward_is_gone() {
+    let detection = smtp_detection(TARGET);
+    let exchange = FakeExchange::script(vec![Ok(mailbox_reading(None, vec![]))]);
+    let (executor, context) = setup(exchange.clone(), RuleRemoval::Disable).await;
+    store_detection(&context, &detection).await;
     let remove = command(CommandAction::Remove, &detection);
     executor.process(remove.clone(), 0).await.expect("handled");
     let result = result_of(&context, &remove).await;
     assert_eq!(result.outcome, CommandOutcome::Refused);
     assert!(
-        result.detail.contains("changed since detection"),
-        "{}",
-        result.detail
-    );
-    assert!(
-        result.detail.contains("other@evil.example"),
+        result
+            .detail
+            .contains("gone or no longer sends mail outside"),
         "{}",
         result.detail
     );

@@ -1,13 +1,21 @@
-//! Reading a removal's evidence: which Exchange object a detection is, what it
-//! looked like (before / after, for the audit), and whether it still forwards.
+//! Reading a removal's evidence: which Exchange object a forward is, what it looked
+//! like (before / after, for the audit), and whether it still forwards.
+//!
+//! A forward is identified by **tenant + mailbox + signal + rule id** (transport
+//! and journal rules and connectors by their **Guid** only), never by an exact
+//! fingerprint and never by a name: an attacker flipping a target's case or adding
+//! a decoy target changes the fingerprint but not the forward, and a decoy rule
+//! named like the real one must not absorb the action ([`same_forward`], [`find`]).
 //!
 //! "Gone" means the forward no longer sends mail outside:
 //!
 //! | signal | gone when |
 //! |---|---|
-//! | `forwarding_smtp_address` / `forwarding_address` | the field is empty and the re-read no longer detects the fingerprint |
-//! | `inbox_rule` | the rule is absent, or present with `Enabled: false` (disabled: kept as evidence, no longer runs) |
-//! | `transport_rule` | the rule is absent, or its `State` is `Disabled` |
+//! | `forwarding_smtp_address` / `forwarding_address` | the re-read no longer finds that forward of the mailbox |
+//! | `inbox_rule` | the rule is absent, present with `Enabled: false` (kept as evidence), or no longer forwards outside |
+//! | `transport_rule` | the rule (by Guid) is absent, its `State` is `Disabled`, or it no longer sends outside |
+//! | `journal_rule` | the rule (by Guid) is absent, `Enabled: false`, or journals inside |
+//! | `outbound_connector` | the connector (by Guid) is absent, `Enabled: false`, or relays to owned servers only |
 //!
 //! Only fields read from Exchange decide; nothing is inferred from the cmdlet having
 //! answered 200 (a Set-* that changed nothing also answers 200, with a warning).
@@ -28,6 +36,35 @@ pub enum Gone {
     Disabled,
     /// It still forwards.
     Present,
+}
+
+/// Whether two detections are the same forward: same tenant, mailbox, signal and
+/// rule id, whatever their targets.
+pub fn same_forward(a: &Detection, b: &Detection) -> bool {
+    a.signal == b.signal
+        && a.tenant_id.eq_ignore_ascii_case(&b.tenant_id)
+        && a.mailbox_address()
+            .eq_ignore_ascii_case(b.mailbox_address())
+        && match (a.rule_id.as_deref(), b.rule_id.as_deref()) {
+            (None, None) => true,
+            (Some(x), Some(y)) => x.trim().eq_ignore_ascii_case(y.trim()),
+            _ => false,
+        }
+}
+
+/// The forward `identity` stands for in a re-read, if it still sends mail outside.
+pub fn find<'a>(reading: &'a Reading, identity: &Detection) -> Option<&'a Detection> {
+    reading.detections.iter().find(|d| {
+        // The re-read builds detections without a tenant name; compare the rest.
+        d.signal == identity.signal
+            && d.mailbox_address()
+                .eq_ignore_ascii_case(identity.mailbox_address())
+            && match (d.rule_id.as_deref(), identity.rule_id.as_deref()) {
+                (None, None) => true,
+                (Some(x), Some(y)) => x.trim().eq_ignore_ascii_case(y.trim()),
+                _ => false,
+            }
+    })
 }
 
 fn text<'a>(row: &'a Value, key: &str) -> Option<&'a str> {
@@ -56,14 +93,20 @@ pub fn inbox_rule<'a>(rows: &'a [Value], rule_id: &str) -> Option<&'a Value> {
     })
 }
 
-/// The transport rule with id `rule_id` (its Guid, or its Identity / Name).
-pub fn transport_rule<'a>(rows: &'a [Value], rule_id: &str) -> Option<&'a Value> {
-    let wanted = rule_id.trim();
-    rows.iter().find(|row| {
-        ["Guid", "Identity", "Name"]
-            .iter()
-            .any(|key| text(row, key).is_some_and(|v| v.eq_ignore_ascii_case(wanted)))
-    })
+/// The row whose `Guid` is `guid` — never a name or identity match, so a decoy
+/// named like the real object is never taken for it.
+pub fn by_guid<'a>(rows: &'a [Value], guid: &str) -> Option<&'a Value> {
+    let wanted = guid.trim();
+    if wanted.is_empty() {
+        return None;
+    }
+    rows.iter()
+        .find(|row| text(row, "Guid").is_some_and(|v| v.eq_ignore_ascii_case(wanted)))
+}
+
+/// The transport rule with Guid `guid`.
+pub fn transport_rule<'a>(rows: &'a [Value], guid: &str) -> Option<&'a Value> {
+    by_guid(rows, guid)
 }
 
 /// How `Disable-InboxRule` / `Remove-InboxRule` should name the rule: its
@@ -75,12 +118,13 @@ pub fn inbox_rule_identity(reading: &Reading, mailbox: &str, rule_id: &str) -> S
         .unwrap_or_else(|| format!("{mailbox}\\{rule_id}"))
 }
 
-/// How `Disable-TransportRule` should name the rule: its Guid, else its Identity.
-pub fn transport_rule_identity(reading: &Reading, rule_id: &str) -> String {
-    transport_rule(&reading.transport_rules, rule_id)
-        .and_then(|row| text(row, "Guid").or_else(|| text(row, "Identity")))
-        .unwrap_or(rule_id)
-        .to_owned()
+/// How a change cmdlet names a rule or connector: its Guid as Exchange gave it,
+/// `None` when the re-read has no row with that Guid (then nothing is changed:
+/// acting by name could hit a decoy).
+pub fn guid_of(rows: &[Value], guid: &str) -> Option<String> {
+    by_guid(rows, guid)
+        .and_then(|row| text(row, "Guid"))
+        .map(str::to_owned)
 }
 
 fn pick(row: &Value, keys: &[&str]) -> Value {
@@ -152,46 +196,76 @@ pub fn evidence(reading: &Reading, detection: &Detection) -> Value {
                 None => serde_json::json!({ "rule": "absent" }),
             }
         }
+        Signal::JournalRule => {
+            match detection
+                .rule_id
+                .as_deref()
+                .and_then(|id| by_guid(&reading.journal_rules, id))
+            {
+                Some(row) => pick(
+                    row,
+                    &["Name", "Guid", "Enabled", "Scope", "JournalEmailAddress"],
+                ),
+                None => serde_json::json!({ "rule": "absent" }),
+            }
+        }
+        Signal::OutboundConnector => {
+            match detection
+                .rule_id
+                .as_deref()
+                .and_then(|id| by_guid(&reading.connectors, id))
+            {
+                Some(row) => pick(
+                    row,
+                    &[
+                        "Name",
+                        "Guid",
+                        "Enabled",
+                        "SmartHosts",
+                        "IsTransportRuleScoped",
+                    ],
+                ),
+                None => serde_json::json!({ "connector": "absent" }),
+            }
+        }
+        Signal::AuditEvent => serde_json::json!({ "audit_event": "nothing to read" }),
     }
 }
 
-/// Whether `detection` still forwards according to the re-read `after`.
-pub fn gone(detection: &Detection, after: &Reading) -> Gone {
-    let still_detected = after
-        .detections
-        .iter()
-        .any(|d| d.fingerprint == detection.fingerprint);
-    let rule_id = detection.rule_id.as_deref().unwrap_or("");
-    match detection.signal {
-        Signal::ForwardingSmtpAddress | Signal::ForwardingAddress => {
-            let field = if detection.signal == Signal::ForwardingSmtpAddress {
-                "ForwardingSmtpAddress"
-            } else {
-                "ForwardingAddress"
-            };
-            let field_set = after
-                .mailbox
-                .as_ref()
-                .is_some_and(|row| text(row, field).is_some());
-            if field_set || still_detected {
+/// Whether the forward `identity` still forwards according to the re-read `after`.
+pub fn gone(identity: &Detection, after: &Reading) -> Gone {
+    let still = find(after, identity).is_some();
+    let rule_id = identity.rule_id.as_deref().unwrap_or("");
+    let present = |disabled: bool| match (disabled, still) {
+        (true, _) => Gone::Disabled,
+        (false, true) => Gone::Present,
+        (false, false) => Gone::Absent,
+    };
+    match identity.signal {
+        Signal::ForwardingSmtpAddress | Signal::ForwardingAddress | Signal::AuditEvent => {
+            if still {
                 Gone::Present
             } else {
                 Gone::Absent
             }
         }
         Signal::InboxRule => match inbox_rule(&after.inbox_rules, rule_id) {
-            None if still_detected => Gone::Present,
-            None => Gone::Absent,
-            Some(row) if is_false(row, "Enabled") => Gone::Disabled,
-            Some(_) => Gone::Present,
+            None => present(false),
+            Some(row) => present(is_false(row, "Enabled")),
         },
         Signal::TransportRule => match transport_rule(&after.transport_rules, rule_id) {
-            None if still_detected => Gone::Present,
-            None => Gone::Absent,
-            Some(row) if text(row, "State").is_some_and(|s| s.eq_ignore_ascii_case("disabled")) => {
-                Gone::Disabled
+            None => present(false),
+            Some(row) => {
+                present(text(row, "State").is_some_and(|s| s.eq_ignore_ascii_case("disabled")))
             }
-            Some(_) => Gone::Present,
+        },
+        Signal::JournalRule => match by_guid(&after.journal_rules, rule_id) {
+            None => present(false),
+            Some(row) => present(is_false(row, "Enabled")),
+        },
+        Signal::OutboundConnector => match by_guid(&after.connectors, rule_id) {
+            None => present(false),
+            Some(row) => present(is_false(row, "Enabled")),
         },
     }
 }
@@ -246,12 +320,20 @@ mod tests {
             inbox_rules: rules(
                 json!([{"Identity": "o\\42", "RuleIdentity": 42, "Enabled": enabled}]),
             ),
+            detections: vec![d.clone()],
             ..Reading::default()
         };
         assert_eq!(gone(&d, &after(json!(false))), Gone::Disabled);
         assert_eq!(gone(&d, &after(json!("False"))), Gone::Disabled);
         assert_eq!(gone(&d, &after(json!(true))), Gone::Present);
         assert_eq!(gone(&d, &Reading::default()), Gone::Absent);
+        let mut inside = after(json!(true));
+        inside.detections.clear();
+        assert_eq!(
+            gone(&d, &inside),
+            Gone::Absent,
+            "enabled, but forwards inside only"
+        );
     }
 
     #[test]
@@ -261,24 +343,62 @@ mod tests {
             mailbox: Some(json!({"ForwardingSmtpAddress": value, "ForwardingAddress": null})),
             ..Reading::default()
         };
-        assert_eq!(gone(&d, &with(json!("smtp:x@evil.example"))), Gone::Present);
         assert_eq!(gone(&d, &with(Value::Null)), Gone::Absent);
-        assert_eq!(gone(&d, &with(json!(""))), Gone::Absent);
-        // Field cleared but the re-read still detects the fingerprint: not gone.
-        let mut still = with(Value::Null);
-        still.detections.push(d.clone());
+        // The re-read still finds the mailbox's forward (even with other targets).
+        let mut still = with(json!("smtp:y@evil.example"));
+        let mut changed = d.clone();
+        changed.targets = vec!["y@evil.example".into()];
+        changed.fingerprint = "other".into();
+        still.detections.push(changed);
         assert_eq!(gone(&d, &still), Gone::Present);
     }
 
     #[test]
-    fn transport_rule_state_decides() {
+    fn transport_rule_state_decides_and_only_the_guid_names_it() {
         let d = detection(Signal::TransportRule, Some("g-1"));
-        let with = |state: &str| Reading {
-            transport_rules: rules(json!([{"Name": "r", "Guid": "G-1", "State": state}])),
-            ..Reading::default()
+        let with = |state: &str| {
+            let mut r = Reading {
+                transport_rules: rules(json!([
+                    {"Name": "Copy", "Guid": "G-2", "Identity": "g-1", "State": "Disabled"},
+                    {"Name": "Copy", "Guid": "G-1", "State": state}
+                ])),
+                ..Reading::default()
+            };
+            if state == "Enabled" {
+                r.detections.push(d.clone());
+            }
+            r
         };
         assert_eq!(gone(&d, &with("Disabled")), Gone::Disabled);
-        assert_eq!(gone(&d, &with("Enabled")), Gone::Present);
-        assert_eq!(transport_rule_identity(&with("Enabled"), "g-1"), "G-1");
+        assert_eq!(
+            gone(&d, &with("Enabled")),
+            Gone::Present,
+            "a decoy's state never counts"
+        );
+        assert_eq!(
+            guid_of(&with("Enabled").transport_rules, "g-1").as_deref(),
+            Some("G-1")
+        );
+        assert_eq!(
+            guid_of(&with("Enabled").transport_rules, "Copy"),
+            None,
+            "never by name"
+        );
+    }
+
+    #[test]
+    fn a_forward_is_found_by_its_identity_not_its_fingerprint() {
+        let d = detection(Signal::InboxRule, Some("42"));
+        let mut now = d.clone();
+        now.targets = vec!["Collector@evil.example".into(), "decoy@x.example".into()];
+        now.fingerprint = "changed".into();
+        now.tenant_name = String::new();
+        let reading = Reading {
+            detections: vec![now],
+            ..Reading::default()
+        };
+        assert!(find(&reading, &d).is_some());
+        let other_rule = detection(Signal::InboxRule, Some("43"));
+        assert!(find(&reading, &other_rule).is_none());
     }
 }

@@ -8,8 +8,11 @@
 //! optional, and `issued_by` is *replaced* by the token's name (only its `name`,
 //! e.g. the chat user the bot acts for, is kept), so a token cannot speak for
 //! another client. The command is published and answered with 202 and its id
-//! (`api-<token name>-<id>`); sending the same `command_id` again is the same
-//! command, executed once. `GET /v1/commands/{command_id}` returns its result.
+//! (`api-<length of the token name>-<token name>-<id>`: the length makes the split
+//! unambiguous, so client `ops` can never pre-claim client `ops-bot`'s ids);
+//! sending the same `command_id` again is the same command, executed once — and
+//! reusing it for a different command is refused. `GET /v1/commands/{command_id}`
+//! returns its result, only within the caller's tenant scope.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -164,7 +167,7 @@ pub(super) async fn submit(
         version: 1,
         // Namespaced by client: one client's ids can never collide with another's,
         // nor with the ids of Slack clicks and links.
-        command_id: format!("api-{name}-{id}"),
+        command_id: namespaced(&name, &id),
         action: request.action,
         issued_by: issuer,
         issued_at: Utc::now(),
@@ -197,33 +200,46 @@ pub(super) async fn submit(
     }
 }
 
+/// A client's command id: `api-<len>-<client>-<id>`.
+pub(crate) fn namespaced(client: &str, id: &str) -> String {
+    format!("api-{}-{client}-{id}", client.len())
+}
+
+const NOT_FOUND: &str = "no such command (not executed yet, expired, or not yours to see)";
+
 pub(super) async fn status(
     State(context): State<Context>,
     headers: HeaderMap,
     Path(command_id): Path<String>,
 ) -> Response {
-    if client(&context, &headers).is_none() {
+    let Some(name) = client(&context, &headers) else {
         return unauthorised();
-    }
+    };
     let store = &context.store;
     match store.get(&context.keys.command_result(&command_id)).await {
         Ok(Some(json)) => match serde_json::from_str::<CommandResult>(&json) {
+            // Only within the caller's tenant scope: a result names mailboxes,
+            // targets and evidence of the tenant it is about.
+            Ok(result) if context.authz.tenant(&name, &result.tenant_id).is_err() => {
+                error(StatusCode::NOT_FOUND, NOT_FOUND)
+            }
             Ok(result) => (StatusCode::OK, Json(result)).into_response(),
             Err(e) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("stored result unreadable: {e}"),
             ),
         },
+        // In progress: said only of the caller's own commands.
+        Ok(None) if !command_id.starts_with(&namespaced(&name, "")) => {
+            error(StatusCode::NOT_FOUND, NOT_FOUND)
+        }
         Ok(None) => match store.exists(&context.keys.command_claim(&command_id)).await {
             Ok(true) => (
                 StatusCode::ACCEPTED,
                 Json(json!({ "command_id": command_id, "status": "in_progress" })),
             )
                 .into_response(),
-            Ok(false) => error(
-                StatusCode::NOT_FOUND,
-                "no such command (not executed yet, or expired)",
-            ),
+            Ok(false) => error(StatusCode::NOT_FOUND, NOT_FOUND),
             Err(e) => {
                 tracing::error!(error = %e, "Cannot read a command claim.");
                 error(StatusCode::SERVICE_UNAVAILABLE, "state store unavailable")
@@ -248,6 +264,13 @@ mod tests {
         assert!(!valid_id("a b"));
         assert!(!valid_id("x/../y"));
         assert!(!valid_id(&"a".repeat(MAX_ID + 1)));
+    }
+
+    #[test]
+    fn client_namespaces_never_overlap() {
+        assert_ne!(namespaced("ops", "bot-x"), namespaced("ops-bot", "x"));
+        assert_eq!(namespaced("ops-bot", "x"), "api-7-ops-bot-x");
+        assert!(!namespaced("ops-bot", "x").starts_with(&namespaced("ops", "")));
     }
 
     #[test]

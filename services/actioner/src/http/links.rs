@@ -13,7 +13,10 @@
 //!    a channel member who read the button value must not get around that) — else 403;
 //! 3. the form confirms the token's own action — else 400;
 //! 4. the holder's channel is within its tenant scope — else 403;
-//! 5. its nonce is claimed (`SET NX`, TTL until the token expires): used once — else 409.
+//! 5. its nonce is claimed (`SET NX`, TTL until the token expires): used once — else
+//!    409, **once a result exists**. A link whose command was interrupted (the
+//!    actioner died before it finished) works again until then: the same command
+//!    (`link-<nonce>`) is published again, and the executor runs it once.
 //!
 //! Then the command (`link-<nonce>`) is published and the page waits a few seconds
 //! for its result, so the person usually sees the outcome right away; a GET on a
@@ -21,8 +24,11 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
@@ -120,8 +126,16 @@ pub(super) async fn show(State(context): State<Context>, Path(token): Path<Strin
         .exists(&context.keys.link_nonce(&claims.nonce))
         .await
     {
-        Ok(true) => return used(&context, &claims).await,
-        Ok(false) => {}
+        // Used, with a result: show it. Used without one: interrupted (or still
+        // running) — the link still works.
+        Ok(true)
+            if stored_result(&context, &command_id(&claims))
+                .await
+                .is_some() =>
+        {
+            return used(&context, &claims).await;
+        }
+        Ok(_) => {}
         Err(error) => {
             tracing::error!(%error, "Cannot check a link's nonce.");
             return unavailable();
@@ -138,11 +152,17 @@ pub(super) async fn show(State(context): State<Context>, Path(token): Path<Strin
 pub(super) async fn act(
     State(context): State<Context>,
     Path(token): Path<String>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Response {
     let now = Utc::now();
+    let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
+    // Every refusal counts against the token and the client address; past the
+    // limit the answer is a bare 429 and nothing is recorded.
+    let limited = || !context.limits.refusal(&token, client);
     let claims = match context.signer.verify(&token, now) {
         Ok(claims) => claims,
+        Err(_) if limited() => return too_many(),
         Err(error) => {
             if let TokenError::Expired(_) = error {
                 // Correctly signed, so it says what was attempted: worth an audit line.
@@ -163,6 +183,9 @@ pub(super) async fn act(
         }
     };
     if claims.channel == SLACK_CHANNEL {
+        if limited() {
+            return too_many();
+        }
         context
             .auditor
             .refused(
@@ -183,6 +206,9 @@ pub(super) async fn act(
     }
     let who = issuer(&claims);
     if let Err(denied) = context.authz.tenant(&who.user_id, &claims.tenant_id) {
+        if limited() {
+            return too_many();
+        }
         context
             .auditor
             .refused(who, subject(&claims), denied.to_string())
@@ -206,12 +232,25 @@ pub(super) async fn act(
         .max(Duration::from_secs(1));
     match context.store.claim(&nonce_key, remaining).await {
         Ok(true) => {}
-        Ok(false) => {
+        Ok(false)
+            if stored_result(&context, &command_id(&claims))
+                .await
+                .is_some() =>
+        {
+            if limited() {
+                return too_many();
+            }
             context
                 .auditor
                 .refused(who, subject(&claims), "link already used")
                 .await;
             return used(&context, &claims).await;
+        }
+        Ok(false) => {
+            // Used, but no result: the first attempt was interrupted (or is still
+            // running). Publishing the same command again is safe — the executor
+            // runs one command id once — and finishes what was started.
+            tracing::warn!(command_id = %command_id(&claims), "A link was used before without a result; sending its command again.");
         }
         Err(error) => {
             tracing::error!(%error, "Cannot claim a link's nonce.");
@@ -314,6 +353,19 @@ async fn used(context: &Context, claims: &ActionClaims) -> Response {
         "This link was already used",
         &format!("<p>Each link acts once. Nothing was done this time.</p>{outcome}"),
     )
+}
+
+fn too_many() -> Response {
+    let mut response = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many refused attempts",
+        "<p>This link (or this address) was refused too often. Nothing was changed. Wait a minute, or use the newest alert.</p>",
+    );
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("60"),
+    );
+    response
 }
 
 fn unavailable() -> Response {

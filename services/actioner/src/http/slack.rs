@@ -346,6 +346,9 @@ pub(super) async fn interactions(
             .auditor
             .refused(issuer, subject_of(&claims), text.clone())
             .await;
+        // Answered in Slack like every other refusal (an ephemeral note), not only
+        // with a bare status the person never sees.
+        tell(format!(":no_entry: {text} Nothing was done."));
         return answer(StatusCode::BAD_REQUEST, &text);
     }
 

@@ -37,6 +37,12 @@ pub const SCOPED_OPERATOR: &str = "U_SCOPED";
 pub const TEAM: &str = "T_MSP";
 pub const API_CLIENT: &str = "ops-bot";
 pub const API_TOKEN: &str = "api-token-for-the-ops-bot-0123";
+/// A second API client whose name is a prefix of the first's, scoped to the second
+/// tenant: its ids must never collide with `ops-bot`'s, nor may it read tenant 1.
+pub const API_CLIENT_OPS: &str = "ops";
+pub const API_TOKEN_OPS: &str = "api-token-for-the-ops-client-4567";
+/// The claim lease the tests run with (an interrupted command runs again after it).
+pub const COMMAND_LEASE: Duration = Duration::from_secs(2);
 
 /// How long to wait for something asynchronous before failing.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -151,6 +157,7 @@ impl TestApp {
                 m365_sim::DEFAULT_CLIENT_SECRET.to_owned(),
             ),
             ("FWDWATCH__TELEMETRY__LOG_FILTER", "warn".to_owned()),
+            ("FWDWATCH__ACTIONER__COMMAND_LEASE", "2s".to_owned()),
         ]
         .map(|(k, v)| (k.to_owned(), v));
         // The broker and Redis are the machine's (127.0.0.1 by default); CI may point
@@ -172,6 +179,14 @@ impl TestApp {
             .actioner
             .api_tokens
             .insert(API_CLIENT.to_owned(), SecretString::from(API_TOKEN));
+        settings
+            .actioner
+            .api_tokens
+            .insert(API_CLIENT_OPS.to_owned(), SecretString::from(API_TOKEN_OPS));
+        settings.actioner.operators.tenant_scopes.insert(
+            API_CLIENT_OPS.to_owned(),
+            vec![sim.tenants()[1].tenant_id.clone()],
+        );
 
         let bus = Arc::new(RabbitBus::connect(&settings.amqp).await.unwrap_or_else(|e| {
             panic!(
@@ -386,7 +401,21 @@ impl TestApp {
     }
 
     /// The audit trail so far.
+    /// Executed decisions and refused attempts at the edge (kept in their own stream).
     pub async fn audit(&self) -> Vec<AuditEvent> {
+        let mut all = store::audit::recent(self.store.as_ref(), &self.keys, 1000)
+            .await
+            .expect("audit");
+        all.extend(
+            store::audit::recent_refused(self.store.as_ref(), &self.keys, 1000)
+                .await
+                .expect("refusals"),
+        );
+        all
+    }
+
+    /// Executed decisions only (the main audit stream).
+    pub async fn decisions(&self) -> Vec<AuditEvent> {
         store::audit::recent(self.store.as_ref(), &self.keys, 1000)
             .await
             .expect("audit")

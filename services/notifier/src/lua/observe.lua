@@ -12,7 +12,8 @@
 -- [12] outbox due, Unix seconds  [13] campaign due, Unix seconds
 -- [14] campaign_min_tenants  [15] campaign_min_mailboxes  [16] detection key prefix
 -- [17] call token (a retried call returns the first attempt's answer)
--- [18] campaign flag TTL, seconds  [19..] the targets, in KEYS order
+-- [18] campaign flag TTL, seconds  [19] detection enabled ('1' / '0')
+-- [20..] the targets, in KEYS order
 -- Returns {status, outbox entry JSON or ''}; status: alert | silent | suppressed | stale.
 
 local det = KEYS[1]
@@ -21,10 +22,12 @@ local obs, now = ARGV[6], ARGV[7]
 local now_epoch = tonumber(ARGV[8])
 local ttl = tonumber(ARGV[11])
 local token = ARGV[17]
-local ntargets = #ARGV - 18
+local enabled = ARGV[19]
+local ntargets = #ARGV - 19
 
 local h = redis.call('HMGET', det, 'state', 'last_seen', 'last_alert_at', 'episode',
-  'reminders', 'resolved_scan', 'campaign_keys', 'first_seen', 'op_token', 'op_status', 'op_alert')
+  'reminders', 'resolved_scan', 'campaign_keys', 'first_seen', 'op_token', 'op_status', 'op_alert',
+  'removed_at')
 local state, last_seen, last_alert, episode = h[1], h[2], h[3], h[4]
 local reminders, resolved_scan, campaign_keys, first_seen = h[5], h[6], h[7], h[8]
 
@@ -77,7 +80,7 @@ local function approved(i)
   if not ok or type(a) ~= 'table' then return false end
   local amb = a.mailbox
   if type(amb) ~= 'string' then amb = '' end
-  if a.tenant_id ~= tenant or amb ~= mailbox or a.signal ~= signal or a.target ~= ARGV[19 + i] then
+  if a.tenant_id ~= tenant or amb ~= mailbox or a.signal ~= signal or a.target ~= ARGV[20 + i] then
     return false
   end
   local exp = a.expires_at
@@ -128,6 +131,17 @@ if all_approved then
   return {'suppressed', ''}
 end
 
+-- Removed by fwdwatch: quiet while it stays disabled, or when the sighting comes
+-- from a scan that started before the removal.
+if state == 'removed' then
+  local removed_at = h[12]
+  if (removed_at and obs < removed_at) or enabled ~= '1' then
+    if current then redis.call('HSET', det, 'detection', json, 'last_seen', obs) end
+    finish('silent')
+    return {'silent', ''}
+  end
+end
+
 if state == 'open' then
   local due = current and last_alert and last_alert <= ARGV[9]
   if current then
@@ -155,10 +169,13 @@ if state == 'open' then
   return {'silent', ''}
 end
 
--- Never seen, approved before, or resolved: a new episode.
+-- Never seen, approved before, resolved, or removed and forwarding again: a new
+-- episode.
 local ep = (tonumber(episode) or 0) + 1
-local id = 'new:' .. fp .. ':' .. ep
-local entry = outbox(id, 'new', ep, 0, obs)
+local kind = 'new'
+if state == 'removed' then kind = 'reappeared' end
+local id = kind .. ':' .. fp .. ':' .. ep
+local entry = outbox(id, kind, ep, 0, obs)
 local cks = {}
 for i = 0, ntargets - 1 do cks[#cks + 1] = KEYS[8 + 3 * i] end
 redis.call('HDEL', det, 'resolved_at', 'resolved_scan')
@@ -195,7 +212,7 @@ for i = 0, ntargets - 1 do
     end
     if ntenants >= min_tenants or maxm >= min_mailboxes then
       redis.call('SET', flag, 'pending', 'EX', ARGV[18])
-      redis.call('ZADD', KEYS[6], ARGV[13], ARGV[19 + i])
+      redis.call('ZADD', KEYS[6], ARGV[13], ARGV[20 + i])
     end
   end
 end

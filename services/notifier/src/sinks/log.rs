@@ -45,7 +45,10 @@ impl Sink for LogSink {
             |f: fn(&TargetActions) -> &str| actions.iter().map(f).collect::<Vec<_>>().join(" ");
         let approve = join(|a| a.approve.url.as_str());
         let remove = join(|a| a.remove.url.as_str());
-        let traits = d.map(|d| text::traits(d).join("; ")).unwrap_or_default();
+        let mut traits = d.map(text::traits).unwrap_or_default();
+        traits.extend(d.map(text::paths).unwrap_or_default());
+        traits.extend(text::coverage(alert));
+        let traits = traits.join("; ");
         let victims = alert
             .victims
             .iter()

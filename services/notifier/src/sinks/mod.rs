@@ -193,6 +193,25 @@ pub mod text {
                 )
             }
             AlertKind::Resolved => "Resolved: external forward is gone".to_owned(),
+            AlertKind::Reappeared => {
+                "Reappeared: a forward fwdwatch removed is forwarding again (high)".to_owned()
+            }
+            AlertKind::CoverageLost if alert.reminder > 0 => format!(
+                "Reminder: coverage still lost — {} cannot be read",
+                alert.tenant_name()
+            ),
+            AlertKind::CoverageLost => {
+                format!(
+                    "Coverage lost: {} can no longer be read",
+                    alert.tenant_name()
+                )
+            }
+            AlertKind::CoverageRestored => {
+                format!(
+                    "Coverage restored: {} is scanned again",
+                    alert.tenant_name()
+                )
+            }
             AlertKind::Campaign => {
                 let tenants = alert.tenants().len();
                 format!(
@@ -213,7 +232,67 @@ pub mod text {
             Signal::ForwardingAddress => "Mailbox forwarding (ForwardingAddress → contact)",
             Signal::InboxRule => "Inbox rule",
             Signal::TransportRule => "Transport (mail-flow) rule",
+            Signal::JournalRule => "Journal rule (copies of journaled mail)",
+            Signal::OutboundConnector => "Outbound connector (smart host relay)",
+            Signal::AuditEvent => "Audit log event (the forward was gone by the rescan)",
         }
+    }
+
+    /// Why addresses that look internal are outside: one line per path, e.g.
+    /// `eve@gmail.com via team-sync@contoso.com (MailUniversalDistributionGroup) → …`.
+    pub fn paths(d: &Detection) -> Vec<String> {
+        d.paths
+            .iter()
+            .map(|p| {
+                let via: Vec<String> = p
+                    .via
+                    .iter()
+                    .map(|h| format!("{} ({})", h.address, h.kind))
+                    .collect();
+                format!("{} via {}", p.target, via.join(" → "))
+            })
+            .collect()
+    }
+
+    /// The lines of a coverage alert: reason, fix, since when, what is kept.
+    pub fn coverage(alert: &PendingAlert) -> Vec<String> {
+        let Some(c) = &alert.coverage else {
+            return Vec::new();
+        };
+        let mut lines = vec![format!(
+            "Customer: {} ({})",
+            alert.tenant_name(),
+            alert.tenant_id
+        )];
+        match alert.kind {
+            AlertKind::CoverageRestored => {
+                lines.push(format!(
+                    "Dark since {}; a complete scan ran again.",
+                    c.since.format("%Y-%m-%d %H:%M UTC")
+                ));
+            }
+            _ => {
+                lines.push(format!("Reason: {}", c.reason));
+                if let Some(remedy) = &c.remedy {
+                    lines.push(format!("Fix: {remedy}"));
+                }
+                lines.push(format!(
+                    "Dark since {}",
+                    c.since.format("%Y-%m-%d %H:%M UTC")
+                ));
+                if let Some(last) = c.last_complete_scan {
+                    lines.push(format!(
+                        "Last complete scan: {}",
+                        last.format("%Y-%m-%d %H:%M UTC")
+                    ));
+                }
+                lines.push(format!(
+                    "{} open forward(s) kept while the tenant is dark; none is resolved until it can be read again.",
+                    c.open_detections
+                ));
+            }
+        }
+        lines
     }
 
     pub fn hiding(action: HidingAction) -> &'static str {
@@ -268,6 +347,12 @@ pub mod text {
         if !d.in_effect {
             traits.push("not in effect (ForwardingAddress takes precedence)".to_owned());
         }
+        if d.unreadable {
+            traits.push(
+                "unreadable target (reported as written: fwdwatch cannot tell where it delivers)"
+                    .to_owned(),
+            );
+        }
         traits
     }
 
@@ -292,6 +377,14 @@ pub mod text {
                     .map_or("(tenant-wide rule)", |m| m.primary_smtp_address.as_str()),
                 d.targets.join(", ")
             ),
+            (None, AlertKind::CoverageLost | AlertKind::CoverageRestored) => {
+                let reason = alert
+                    .coverage
+                    .as_ref()
+                    .map(|c| c.reason.as_str())
+                    .unwrap_or_default();
+                format!("{}: {reason}", title(alert))
+            }
             (None, _) => format!(
                 "{} ({})",
                 title(alert),

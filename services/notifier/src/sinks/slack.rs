@@ -69,9 +69,10 @@ fn context(lines: &[String]) -> Value {
 /// The Block Kit blocks for `alert`.
 pub fn blocks(alert: &PendingAlert, actions: &[TargetActions]) -> Vec<Value> {
     let icon = match alert.kind {
-        AlertKind::New | AlertKind::Campaign => ":rotating_light:",
+        AlertKind::New | AlertKind::Campaign | AlertKind::Reappeared => ":rotating_light:",
+        AlertKind::CoverageLost => ":warning:",
         AlertKind::Reminder => ":alarm_clock:",
-        AlertKind::Resolved => ":white_check_mark:",
+        AlertKind::Resolved | AlertKind::CoverageRestored => ":white_check_mark:",
     };
     let mut blocks = vec![json!({
         "type": "header",
@@ -115,6 +116,11 @@ pub fn blocks(alert: &PendingAlert, actions: &[TargetActions]) -> Vec<Value> {
         return blocks;
     }
 
+    if alert.coverage.is_some() {
+        blocks.push(context(&text::coverage(alert)));
+        return blocks;
+    }
+
     let Some(d) = &alert.detection else {
         blocks.push(context(&[format!(
             "Fingerprint {}",
@@ -135,6 +141,7 @@ pub fn blocks(alert: &PendingAlert, actions: &[TargetActions]) -> Vec<Value> {
     blocks.push(json!({"type": "section", "fields": fields}));
 
     let mut notes = text::traits(d);
+    notes.extend(text::paths(d));
     notes.push(text::posture(d).to_owned());
     blocks.push(context(&notes));
 

@@ -106,6 +106,12 @@ pub fn card(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
         if alert.victims.len() > 40 {
             body.push(json!({"type": "TextBlock", "text": format!("…and {} more", alert.victims.len() - 40), "wrap": true}));
         }
+    } else if alert.coverage.is_some() {
+        body.push(json!({
+            "type": "TextBlock",
+            "text": text::coverage(alert).iter().map(|n| format!("- {}", escape(n))).collect::<Vec<_>>().join("\r"),
+            "wrap": true
+        }));
     } else if let Some(d) = &alert.detection {
         let mut facts = vec![
             fact("Customer", &d.tenant_name),
@@ -129,6 +135,7 @@ pub fn card(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
         facts.push(fact("Fingerprint", &d.fingerprint));
         body.push(json!({"type": "FactSet", "facts": facts}));
         let mut notes = text::traits(d);
+        notes.extend(text::paths(d));
         notes.push(text::posture(d).to_owned());
         if alert.kind == AlertKind::Resolved {
             notes.push("No longer present in a complete scan of the tenant.".to_owned());

@@ -382,6 +382,9 @@ pub fn summary(
         Check::InboxRules,
         Check::TransportRules,
         Check::Posture,
+        Check::GroupMembers,
+        Check::JournalRules,
+        Check::OutboundConnectors,
     ]
     .into_iter()
     .map(|check| {

@@ -152,6 +152,8 @@ pub type Key = (
     Vec<String>,
     bool,
     bool,
+    bool,
+    Vec<(String, Vec<(String, String)>)>,
 );
 
 pub fn detection_key(d: &Detection) -> Key {
@@ -163,6 +165,19 @@ pub fn detection_key(d: &Detection) -> Key {
         d.targets.clone(),
         d.enabled,
         d.hidden,
+        d.unreadable,
+        d.paths
+            .iter()
+            .map(|p| {
+                (
+                    p.target.clone(),
+                    p.via
+                        .iter()
+                        .map(|h| (h.address.clone(), h.kind.clone()))
+                        .collect(),
+                )
+            })
+            .collect(),
     )
 }
 
@@ -175,6 +190,19 @@ pub fn truth_key(e: &TruthEntry) -> Key {
         e.targets.clone(),
         e.enabled,
         e.hidden,
+        e.unreadable,
+        e.paths
+            .iter()
+            .map(|p| {
+                (
+                    p.target.clone(),
+                    p.via
+                        .iter()
+                        .map(|h| (h.address.clone(), h.kind.clone()))
+                        .collect(),
+                )
+            })
+            .collect(),
     )
 }
 

@@ -3,8 +3,10 @@
 //! The expensive signal (one cmdlet per mailbox), so it is read in Exchange
 //! `$batch`es of 10 mailboxes, all under the tenant's concurrency cap. A rule is a
 //! forward when any of `ForwardTo`, `ForwardAsAttachmentTo`, `RedirectTo` holds a
-//! target outside the tenant (internal targets are left out of the detection; an
-//! `[EX:dn]` target is resolved through the directory first). Disabled rules count
+//! target outside the tenant (internal targets are left out of the detection;
+//! every target — `[EX:dn]` or SMTP — is resolved through the directory first, so
+//! a guest or a group behind an internal-looking address is followed outside, and
+//! a target that cannot be read is reported as it stands). Disabled rules count
 //! too (lower severity), and so do system-named ones (OOF, "Junk E-mail Rule"):
 //! their actions are inspected, never their names (technique 17).
 //!
@@ -12,16 +14,16 @@
 //! hidden is learnt by reading the visible set too — but only for mailboxes that
 //! have an external forwarding rule, since nothing else needs the answer.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
-use fwdwatch_shared::classify::{self, Address};
-use fwdwatch_shared::contracts::{HidingAction, Signal};
-use fwdwatch_shared::m365::{Cmdlet, M365Client, M365Error, rule_id_from};
+use crate::classify;
+use crate::contracts::{HidingAction, Signal};
+use crate::m365::{Cmdlet, Listing, M365Client, M365Error, rule_id_from};
 use serde_json::Value;
 
-use crate::forward::{Forward, Resolution, Resolver};
-use crate::mailbox_forwarding::MailboxInfo;
-use crate::rows::{RuleRow, from_values};
+use crate::forwards::mailbox_forwarding::MailboxInfo;
+use crate::forwards::resolve::{Deliveries, Form, Forward, Pending, Resolver};
+use crate::forwards::rows::{RuleRow, from_values};
 
 /// The fields `Get-InboxRule` is asked for.
 pub const RULE_FIELDS: &[&str] = &[
@@ -115,23 +117,17 @@ pub fn from_rows(rows: Vec<RuleRow>) -> Vec<RuleInfo> {
         .collect()
 }
 
-/// Rule-target identities (`EX:` DNs, names) the directory does not know yet.
-pub fn unknown_identities(rules: &[RuleInfo], resolver: &Resolver) -> Vec<String> {
-    rules
-        .iter()
-        .flat_map(RuleInfo::all_targets)
-        .flat_map(|raw| resolver.unknown_in(raw))
-        .collect()
+/// What resolving the rules' targets still waits for.
+pub fn pending(rules: &[RuleInfo], resolver: &Resolver, pending: &mut Pending) {
+    for raw in rules.iter().flat_map(RuleInfo::all_targets) {
+        resolver.pending_in(raw, Form::Any, pending);
+    }
 }
 
-/// Whether the rule sends anything outside the tenant.
+/// Whether the rule sends anything outside the tenant (or somewhere unreadable).
 pub fn is_external(rule: &RuleInfo, resolver: &Resolver) -> bool {
-    rule.all_targets().any(|raw| {
-        resolver
-            .raw(raw)
-            .iter()
-            .any(|r| matches!(r, Resolution::External(_)))
-    })
+    rule.all_targets()
+        .any(|raw| resolver.leaves(raw, Form::Any))
 }
 
 /// The detection of one rule, if it forwards outside. `visible` is the set of rule
@@ -143,50 +139,35 @@ pub fn forward(
     resolver: &Resolver,
     visible: Option<&HashSet<String>>,
 ) -> Option<Forward> {
-    let mut targets: BTreeSet<Address> = BTreeSet::new();
-    let mut raw_targets = Vec::new();
-    let mut redirect = false;
+    let mut found = Deliveries::default();
     for (field, is_redirect) in [
         (&rule.forward_to, false),
         (&rule.forward_as_attachment_to, false),
         (&rule.redirect_to, true),
     ] {
         for raw in field {
-            let mut any = false;
-            for r in resolver.raw(raw) {
-                if let Resolution::External(address) = r {
-                    targets.insert(address);
-                    any = true;
-                }
-            }
-            if any {
-                raw_targets.push(raw.clone());
-                redirect |= is_redirect;
-            }
+            found.add(resolver, raw, Form::Any, is_redirect);
         }
     }
-    if targets.is_empty() {
+    if found.is_empty() {
         return None;
     }
     let hidden = match (visible, &rule.id) {
         (Some(visible), Some(id)) => !visible.contains(id),
         _ => false,
     };
+    let redirect = found.redirect;
     Some(Forward {
-        signal: Signal::InboxRule,
         mailbox: Some(mailbox.mailbox.clone()),
         rule_id: rule.id.clone(),
         rule_name: Some(rule.name.clone()),
-        targets,
-        raw_targets,
         enabled: rule.enabled,
         // A redirect delivers the message elsewhere as if sent there: the victim
         // keeps no copy of what the collector receives.
         keeps_copy: !redirect,
-        redirect,
         hidden,
         hiding_actions: rule.hiding_actions.clone(),
-        in_effect: true,
+        ..Forward::new(Signal::InboxRule, found)
     })
 }
 
@@ -196,13 +177,18 @@ pub async fn read_all(
     client: &M365Client,
     tenant: &str,
     mailboxes: &[MailboxInfo],
-) -> Vec<Result<Vec<RuleInfo>, M365Error>> {
+) -> Vec<Result<Listing<RuleInfo>, M365Error>> {
     let cmdlets: Vec<Cmdlet> = mailboxes.iter().map(cmdlet).collect();
     client
-        .invoke_batch_as::<RuleRow>(tenant, &cmdlets)
+        .invoke_batch_listing::<RuleRow>(tenant, &cmdlets)
         .await
         .into_iter()
-        .map(|r| r.map(from_rows))
+        .map(|r| {
+            r.map(|l| Listing {
+                rows: from_rows(l.rows),
+                truncated: l.truncated,
+            })
+        })
         .collect()
 }
 
@@ -224,9 +210,9 @@ pub async fn read_visible(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::Directory;
-    use fwdwatch_shared::classify::{AcceptedDomain, DomainType, TenantDomains};
-    use fwdwatch_shared::contracts::Mailbox;
+    use crate::classify::{AcceptedDomain, DomainType, TenantDomains};
+    use crate::contracts::Mailbox;
+    use crate::forwards::directory::Directory;
     use serde_json::json;
 
     fn mailbox() -> MailboxInfo {
@@ -270,7 +256,7 @@ mod tests {
         assert!(!is_external(&rules[1], &resolver));
         let visible: HashSet<String> = ["2".to_owned()].into_iter().collect();
         let f = forward(&mailbox(), &rules[0], &resolver, Some(&visible)).expect("external");
-        let targets: Vec<String> = f.targets.iter().map(ToString::to_string).collect();
+        let targets = f.targets();
         assert_eq!(targets, vec!["Bob@evil.example", "r@evil2.example"]);
         assert!(f.hidden);
         assert!(!f.enabled);

@@ -133,7 +133,7 @@ impl Field {
     pub fn rule_id(&self) -> Option<String> {
         match self {
             Field::Unsigned(v) => Some(v.to_string()),
-            Field::Text(s) => fwdwatch_shared::m365::rule_id_from_str(s),
+            Field::Text(s) => crate::m365::rule_id_from_str(s),
             _ => None,
         }
     }
@@ -220,6 +220,8 @@ pub struct RecipientRow {
     pub display_name: Field,
     #[serde(rename = "PrimarySmtpAddress")]
     pub primary_smtp_address: Field,
+    #[serde(rename = "EmailAddresses")]
+    pub email_addresses: Field,
     #[serde(rename = "ExternalEmailAddress")]
     pub external_email_address: Field,
     #[serde(rename = "RecipientType")]
@@ -234,6 +236,50 @@ pub struct RecipientRow {
     pub external_directory_object_id: Field,
     #[serde(rename = "DistinguishedName")]
     pub distinguished_name: Field,
+}
+
+/// A row of `Get-JournalRule`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JournalRow {
+    #[serde(rename = "Name")]
+    pub name: Field,
+    #[serde(rename = "Identity")]
+    pub identity: Field,
+    #[serde(rename = "Guid")]
+    pub guid: Field,
+    #[serde(rename = "Enabled")]
+    pub enabled: Field,
+    #[serde(rename = "Scope")]
+    pub scope: Field,
+    #[serde(rename = "Recipient")]
+    pub recipient: Field,
+    #[serde(rename = "JournalEmailAddress")]
+    pub journal_email_address: Field,
+}
+
+/// A row of `Get-OutboundConnector`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ConnectorRow {
+    #[serde(rename = "Name")]
+    pub name: Field,
+    #[serde(rename = "Identity")]
+    pub identity: Field,
+    #[serde(rename = "Guid")]
+    pub guid: Field,
+    #[serde(rename = "Enabled")]
+    pub enabled: Field,
+    #[serde(rename = "ConnectorType")]
+    pub connector_type: Field,
+    #[serde(rename = "UseMXRecord")]
+    pub use_mx_record: Field,
+    #[serde(rename = "SmartHosts")]
+    pub smart_hosts: Field,
+    #[serde(rename = "RecipientDomains")]
+    pub recipient_domains: Field,
+    #[serde(rename = "IsTransportRuleScoped")]
+    pub is_transport_rule_scoped: Field,
 }
 
 /// A row of `Get-TransportRule`.
@@ -258,6 +304,12 @@ pub struct TransportRow {
     pub add_to_recipients: Field,
     #[serde(rename = "CopyTo")]
     pub copy_to: Field,
+    #[serde(rename = "GenerateIncidentReport")]
+    pub generate_incident_report: Field,
+    #[serde(rename = "IncidentReportContent")]
+    pub incident_report_content: Field,
+    #[serde(rename = "RouteMessageOutboundConnector")]
+    pub route_message_outbound_connector: Field,
 }
 
 /// A row of any read of the tenant batch (accepted domains, mailboxes, recipients,
@@ -283,6 +335,8 @@ pub struct TenantRow {
     pub display_name: Field,
     #[serde(rename = "PrimarySmtpAddress")]
     pub primary_smtp_address: Field,
+    #[serde(rename = "EmailAddresses")]
+    pub email_addresses: Field,
     #[serde(rename = "ExternalEmailAddress")]
     pub external_email_address: Field,
     #[serde(rename = "RecipientType")]
@@ -315,6 +369,28 @@ pub struct TenantRow {
     pub add_to_recipients: Field,
     #[serde(rename = "CopyTo")]
     pub copy_to: Field,
+    #[serde(rename = "GenerateIncidentReport")]
+    pub generate_incident_report: Field,
+    #[serde(rename = "IncidentReportContent")]
+    pub incident_report_content: Field,
+    #[serde(rename = "RouteMessageOutboundConnector")]
+    pub route_message_outbound_connector: Field,
+    #[serde(rename = "Scope")]
+    pub scope: Field,
+    #[serde(rename = "Recipient")]
+    pub recipient: Field,
+    #[serde(rename = "JournalEmailAddress")]
+    pub journal_email_address: Field,
+    #[serde(rename = "ConnectorType")]
+    pub connector_type: Field,
+    #[serde(rename = "UseMXRecord")]
+    pub use_mx_record: Field,
+    #[serde(rename = "SmartHosts")]
+    pub smart_hosts: Field,
+    #[serde(rename = "RecipientDomains")]
+    pub recipient_domains: Field,
+    #[serde(rename = "IsTransportRuleScoped")]
+    pub is_transport_rule_scoped: Field,
     #[serde(rename = "IsDefault")]
     pub is_default: Field,
     #[serde(rename = "Enabled")]
@@ -329,6 +405,14 @@ pub struct TenantRow {
     pub from: Field,
     #[serde(rename = "SenderDomainIs")]
     pub sender_domain_is: Field,
+    #[serde(rename = "FromMemberOf")]
+    pub from_member_of: Field,
+    #[serde(rename = "ExceptIfFrom")]
+    pub except_if_from: Field,
+    #[serde(rename = "ExceptIfFromMemberOf")]
+    pub except_if_from_member_of: Field,
+    #[serde(rename = "ExceptIfSenderDomainIs")]
+    pub except_if_sender_domain_is: Field,
     #[serde(rename = "AutoForwardEnabled")]
     pub auto_forward_enabled: Field,
 }
@@ -360,6 +444,7 @@ impl TenantRow {
             alias: self.alias,
             display_name: self.display_name,
             primary_smtp_address: self.primary_smtp_address,
+            email_addresses: self.email_addresses,
             external_email_address: self.external_email_address,
             recipient_type: self.recipient_type,
             recipient_type_details: self.recipient_type_details,
@@ -381,6 +466,35 @@ impl TenantRow {
             blind_copy_to: self.blind_copy_to,
             add_to_recipients: self.add_to_recipients,
             copy_to: self.copy_to,
+            generate_incident_report: self.generate_incident_report,
+            incident_report_content: self.incident_report_content,
+            route_message_outbound_connector: self.route_message_outbound_connector,
+        }
+    }
+
+    pub fn into_journal(self) -> JournalRow {
+        JournalRow {
+            name: self.name,
+            identity: self.identity,
+            guid: self.guid,
+            enabled: self.enabled,
+            scope: self.scope,
+            recipient: self.recipient,
+            journal_email_address: self.journal_email_address,
+        }
+    }
+
+    pub fn into_connector(self) -> ConnectorRow {
+        ConnectorRow {
+            name: self.name,
+            identity: self.identity,
+            guid: self.guid,
+            enabled: self.enabled,
+            connector_type: self.connector_type,
+            use_mx_record: self.use_mx_record,
+            smart_hosts: self.smart_hosts,
+            recipient_domains: self.recipient_domains,
+            is_transport_rule_scoped: self.is_transport_rule_scoped,
         }
     }
 
@@ -402,6 +516,10 @@ impl TenantRow {
             ("State", self.state),
             ("From", self.from),
             ("SenderDomainIs", self.sender_domain_is),
+            ("FromMemberOf", self.from_member_of),
+            ("ExceptIfFrom", self.except_if_from),
+            ("ExceptIfFromMemberOf", self.except_if_from_member_of),
+            ("ExceptIfSenderDomainIs", self.except_if_sender_domain_is),
             ("DomainName", self.domain_name),
             ("AutoForwardEnabled", self.auto_forward_enabled),
         ] {
@@ -427,7 +545,7 @@ pub fn from_values<'a, T: Deserialize<'a>>(rows: &'a [Value]) -> Vec<T> {
 }
 
 /// A non-empty, trimmed string field of a `Value` row.
-pub(crate) fn text<'a>(row: &'a Value, key: &str) -> Option<&'a str> {
+pub fn text<'a>(row: &'a Value, key: &str) -> Option<&'a str> {
     row.get(key)
         .and_then(Value::as_str)
         .map(str::trim)
@@ -435,7 +553,7 @@ pub(crate) fn text<'a>(row: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 /// A boolean field of a `Value` row; `default` when absent or unreadable.
-pub(crate) fn flag(row: &Value, key: &str, default: bool) -> bool {
+pub fn flag(row: &Value, key: &str, default: bool) -> bool {
     match row.get(key) {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,

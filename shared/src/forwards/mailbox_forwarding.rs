@@ -3,22 +3,26 @@
 //! Read from one `Get-Mailbox -ResultSize Unlimited` (in the tenant batch), which
 //! also gives the list of mailboxes whose inbox rules are read next.
 //!
-//! - `ForwardingSmtpAddress` (`smtp:x@y`) is external when `y` is not internal.
-//! - `ForwardingAddress` names a recipient *object*; it is resolved to where
-//!   Exchange delivers (a contact's `ExternalEmailAddress`…) before classifying:
-//!   a contact is an internal object pointing outside (technique 7).
+//! - `ForwardingSmtpAddress` (`smtp:x@y`) is looked up in the recipients first: an
+//!   address in an accepted domain may be a guest's, a mail user's or a group's
+//!   (technique 19, 20); otherwise it is external when `y` is not internal.
+//! - `ForwardingAddress` names a recipient *object* (by name, alias or — from the
+//!   REST API — its GUID); it is resolved to where Exchange delivers (a contact's
+//!   `ExternalEmailAddress`…) before classifying: a contact is an internal object
+//!   pointing outside (technique 7, 25).
+//! - A value that cannot be read (an invalid domain, an identity that no lookup
+//!   resolves) is a detection of its own, marked unreadable (fail closed).
 //!
 //! One detection per field. When both are set Exchange uses `ForwardingAddress`,
 //! so the SMTP one is reported with `in_effect = false`. `keeps_copy` is
 //! `DeliverToMailboxAndForward`.
 
-use fwdwatch_shared::classify::normalize_address;
-use fwdwatch_shared::contracts::{Mailbox, Signal};
-use fwdwatch_shared::m365::Cmdlet;
+use crate::contracts::{Mailbox, Signal};
+use crate::m365::Cmdlet;
 use serde_json::Value;
 
-use crate::forward::{Forward, Resolution, Resolver};
-use crate::rows::{MailboxRow, from_values};
+use crate::forwards::resolve::{Deliveries, Form, Forward, Pending, Resolver};
+use crate::forwards::rows::{MailboxRow, from_values};
 
 /// The fields `Get-Mailbox` is asked for.
 pub const MAILBOX_FIELDS: &[&str] = &[
@@ -78,61 +82,46 @@ pub fn from_rows(rows: Vec<MailboxRow>) -> Vec<MailboxInfo> {
         .collect()
 }
 
-/// `ForwardingAddress` identities the directory does not know yet.
-pub fn unknown_identities(mailboxes: &[MailboxInfo], resolver: &Resolver) -> Vec<String> {
-    mailboxes
-        .iter()
-        .filter_map(|m| m.forwarding_address.as_deref())
-        .filter_map(|identity| match resolver.identity(identity) {
-            Resolution::Unknown(id) => Some(id),
-            _ => None,
-        })
-        .collect()
+/// What resolving the mailboxes' forwarding fields still waits for.
+pub fn pending(mailboxes: &[MailboxInfo], resolver: &Resolver, pending: &mut Pending) {
+    for m in mailboxes {
+        if let Some(raw) = m.forwarding_smtp.as_deref() {
+            resolver.pending_in(raw, Form::Smtp, pending);
+        }
+        if let Some(identity) = m.forwarding_address.as_deref() {
+            resolver.pending_in(identity, Form::Identity, pending);
+        }
+    }
 }
 
-/// The external mailbox forwards, one per field.
+/// The external mailbox forwards, one per field. An address that looks internal
+/// is followed to where it delivers (a guest's proxy address, a group with an
+/// outside member); a value that cannot be read is reported as it stands.
 pub fn forwards(mailboxes: &[MailboxInfo], resolver: &Resolver) -> Vec<Forward> {
     let mut out = Vec::new();
     for m in mailboxes {
-        let base = |signal, target, raw: &str, in_effect| Forward {
-            signal,
+        let base = |signal, found: Deliveries, in_effect| Forward {
             mailbox: Some(m.mailbox.clone()),
-            rule_id: None,
-            rule_name: None,
-            targets: [target].into_iter().collect(),
-            raw_targets: vec![raw.to_owned()],
-            enabled: true,
             keeps_copy: m.deliver_and_forward,
-            redirect: false,
-            hidden: false,
-            hiding_actions: Vec::new(),
             in_effect,
+            ..Forward::new(signal, found)
         };
         if let Some(raw) = m.forwarding_smtp.as_deref() {
-            match normalize_address(raw) {
-                Some(address) if !resolver.domains.is_internal(&address) => out.push(base(
+            let mut found = Deliveries::default();
+            found.add(resolver, raw, Form::Smtp, false);
+            if !found.is_empty() {
+                out.push(base(
                     Signal::ForwardingSmtpAddress,
-                    address,
-                    raw,
+                    found,
                     m.forwarding_address.is_none(),
-                )),
-                Some(_) => {}
-                None => {
-                    tracing::warn!(mailbox = %m.mailbox.primary_smtp_address, value = raw, "Unreadable ForwardingSmtpAddress.")
-                }
+                ));
             }
         }
         if let Some(identity) = m.forwarding_address.as_deref() {
-            match resolver.identity(identity) {
-                Resolution::External(address) => {
-                    out.push(base(Signal::ForwardingAddress, address, identity, true))
-                }
-                Resolution::Internal(_) => {}
-                Resolution::Unknown(_) | Resolution::Dropped(_) => tracing::warn!(
-                    mailbox = %m.mailbox.primary_smtp_address,
-                    identity,
-                    "ForwardingAddress names a recipient that does not exist; mail to it cannot be delivered."
-                ),
+            let mut found = Deliveries::default();
+            found.add(resolver, identity, Form::Identity, false);
+            if !found.is_empty() {
+                out.push(base(Signal::ForwardingAddress, found, true));
             }
         }
     }
@@ -142,8 +131,8 @@ pub fn forwards(mailboxes: &[MailboxInfo], resolver: &Resolver) -> Vec<Forward> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::Directory;
-    use fwdwatch_shared::classify::{AcceptedDomain, DomainType, TenantDomains};
+    use crate::classify::{AcceptedDomain, DomainType, TenantDomains};
+    use crate::forwards::directory::Directory;
     use serde_json::json;
 
     #[test]

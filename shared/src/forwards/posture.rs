@@ -3,12 +3,15 @@
 //! Every outbound spam policy (`AutoForwardingMode`) with the rules that scope the
 //! non-default ones to senders, and every remote domain (`AutoForwardEnabled`):
 //! checking the default policy alone misses a custom policy that lets one victim
-//! forward (technique 9). Read in the tenant batch; interpreted by
-//! `classify::posture`. Posture is reported on the summary and lowers a
+//! forward (technique 9). Rules scope by sender (`From`), sender domain and group
+//! membership (`FromMemberOf`, with `ExceptIf…` exceptions): the members of those
+//! groups are read like forward targets' groups, so a policy that allows
+//! forwarding for one group leaves its members' forwards unblocked. Read in the
+//! tenant batch; interpreted by `classify::posture`. Posture is reported on the summary and lowers a
 //! detection's severity when it blocks every target; it never hides a detection.
 
-use fwdwatch_shared::classify::posture::PostureView;
-use fwdwatch_shared::m365::{Cmdlet, M365Error};
+use crate::classify::posture::PostureView;
+use crate::m365::{Cmdlet, M365Error};
 use serde_json::Value;
 
 pub fn policies_cmdlet() -> Cmdlet {
@@ -29,7 +32,11 @@ pub fn policy_rules_cmdlet() -> Cmdlet {
         "Priority",
         "State",
         "From",
+        "FromMemberOf",
         "SenderDomainIs",
+        "ExceptIfFrom",
+        "ExceptIfFromMemberOf",
+        "ExceptIfSenderDomainIs",
     ])
 }
 
