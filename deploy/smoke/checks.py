@@ -9,7 +9,8 @@ when what it checks does not hold. Standard library only (the host's python3).
         relationship) has a `new` alert at the webhook receiver; print the number
   checks.py pick SIM_URL INBOX_URL SIGNAL [EXCLUDE_FINGERPRINT]
         print `fingerprint tenant mailbox target rule_id approve_url remove_url` of one
-        `new` alert of SIGNAL whose forward is in the truth with one target
+        `new` alert of SIGNAL whose forward is in the truth with one plain, readable
+        outside target
   checks.py act URL ACTION EXPECTED_TITLE
         GET the link (the confirmation page), then POST confirm=ACTION to it as the
         page's button does; the answer must show EXPECTED_TITLE
@@ -112,6 +113,9 @@ def cmd_pick(sim: str, inbox: str, signal: str, exclude: str = "") -> None:
             and entry is not None
             and len(entry["targets"]) == 1
             and entry.get("in_effect", True)
+            and not entry.get("unreadable")
+            # A plain outside address, not one reached through a group or a guest.
+            and all(not path.get("via") for path in entry.get("paths") or [])
             and len(actions) == 1
         ):
             fields = [
