@@ -207,7 +207,8 @@ ok "$(echo "$containers" | wc -l) containers, each non-root with a read-only roo
 sim_url=http://$(compose port m365-sim 8365)
 inbox_url=http://$(compose port webhook-inbox 8000)
 actioner_url=http://127.0.0.1:${actioner_port}
-curl -fsS "${actioner_url}/healthz" >/dev/null || die "the actioner does not answer on its published port ${actioner_port}"
+python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)' "${actioner_url}/healthz" ||
+    die "the actioner does not answer on its published port ${actioner_port}"
 ok "the actioner answers on the published port: ${actioner_url}"
 
 check alerts "$sim_url" "$inbox_url" 240
