@@ -811,7 +811,18 @@ def cmd_k8s(name: str, built: str, out_dir: str) -> int:
                     p.error(f"Ingress {ing['metadata']['name']}: backend Service {backend['name']} not in the build")
                 elif backend["port"].get("name") and backend["port"]["name"] not in [sp.get("name") for sp in target["spec"]["ports"]]:
                     p.error(f"Ingress {ing['metadata']['name']}: Service {backend['name']} has no port {backend['port']['name']}")
-    p.ok("Service fwdwatch-actioner selects the actioner and targets 8080; Ingress backends exist")
+    # Routes whose URL path carries a secret (signed links, one-time console sign-in
+    # links) must not be written to the ingress controller's access log.
+    for ing in by_kind.get("Ingress", []):
+        logs_off = (ing["metadata"].get("annotations") or {}).get(
+            "nginx.ingress.kubernetes.io/enable-access-log") == "false"
+        for rule in ing["spec"].get("rules") or []:
+            for path in (rule.get("http") or {}).get("paths") or []:
+                if path.get("path", "").startswith(("/act", "/console")) and not logs_off:
+                    p.error(f"Ingress {ing['metadata']['name']}: {path['path']} carries tokens in the "
+                            "path; its Ingress must set nginx.ingress.kubernetes.io/enable-access-log: \"false\"")
+    p.ok("Service fwdwatch-actioner selects the actioner and targets 8080; Ingress backends exist; "
+         "token-bearing paths (/act, /console) are kept out of access logs")
 
     # Disruption budgets.
     pdbs = by_kind.get("PodDisruptionBudget", [])

@@ -185,6 +185,9 @@ planted "numeric trigger value (KEDA schema)" "32 is not of type 'string'" \
 sed 's/prefetch = 16/prefetsh = 16/' "${OUT}/overlays-example.yaml" >"${bad}/toml.yaml"
 planted "unknown key in fwdwatch.toml (config.rs)" "unknown key \`amqp.prefetsh\`" \
     "$PY" deploy/validate.py k8s planted "${bad}/toml.yaml" "$bad"
+sed 's/enable-access-log: "false"/enable-access-log: "true"/' "${OUT}/overlays-example.yaml" >"${bad}/ingress-log.yaml"
+planted "signed links in an access log (ingress policy)" "carries tokens in the path" \
+    "$PY" deploy/validate.py k8s planted "${bad}/ingress-log.yaml" "$bad"
 "$PY" - "${OUT}/compose.json" "$bad" <<'EOF'
 import json, sys
 cfg = json.load(open(sys.argv[1]))

@@ -30,7 +30,8 @@ pub async fn simulator_if_needed(
     Ok((settings, Some(sim)))
 }
 
-/// Points every Microsoft 365 URL and credential at a simulator.
+/// Points every Microsoft 365 URL and credential at a simulator (and the console's
+/// Entra ID sign-in at its partner tenant).
 pub fn point_at(settings: &mut Settings, base_url: &str, args: &m365_sim::SimArgs) {
     let m365 = &mut settings.m365;
     m365.login_url = base_url.to_owned();
@@ -40,4 +41,15 @@ pub fn point_at(settings: &mut Settings, base_url: &str, args: &m365_sim::SimArg
     m365.client_id = args.client_id.clone();
     m365.client_secret = Some(SecretString::from(args.client_secret.clone()));
     settings.enumerator.source = "gdap".into();
+    // The console signs operators in with the simulator's Entra ID too (unless a
+    // console app is configured): its operator group and app role make operators.
+    let console = &mut settings.console;
+    if console.client_id.trim().is_empty() {
+        console.client_id = args.client_id.clone();
+        console.client_secret = Some(SecretString::from(args.client_secret.clone()));
+        console.login_url = None;
+        console.tenant_id = None;
+        console.operator_groups = vec![m365_sim::OPERATOR_GROUP_ID.to_owned()];
+        console.operator_roles = vec![m365_sim::OPERATOR_ROLE.to_owned()];
+    }
 }

@@ -7,3 +7,4 @@ pub mod inspect;
 pub mod report;
 pub mod report_output;
 pub mod up;
+pub mod up_terminal;

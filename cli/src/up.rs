@@ -3,26 +3,34 @@
 //! The simulator (unless real credentials are configured), enumerator, scanner,
 //! notifier and actioner run as tasks over the in-memory bus and store, which
 //! implement the same traits — and the same at-least-once and idempotence
-//! semantics — as RabbitMQ and Redis. Each alert is printed with its approve /
-//! remove links; the actioner serves them on localhost, so opening one in a
-//! browser and confirming it acts on the (simulated) tenant.
+//! semantics — as RabbitMQ and Redis. The actioner serves the operator's console
+//! on localhost; the terminal is for a person:
+//!
+//! - a progress bar while a scan runs, then a short summary (`up_terminal`): open
+//!   forwards by severity and signal, the newest and most severe ones (no links),
+//!   the tenants that could not be read, and one `Console: <url>` line — a
+//!   single-use sign-in link to the console (press Enter for a new one);
+//! - every log line goes to a file (`--log-file`, default under the system's
+//!   temporary directory); only warnings and errors reach the terminal;
+//! - no approve / remove link or token is ever printed: acting happens in the
+//!   console (or any configured chat sink).
+//!
+//! Memory stays bounded however long it runs: the terminal keeps counters, never
+//! the alerts themselves (the store holds the fleet's state, as Redis would).
 //!
 //! [`Pipeline`] is the library form, driven by the command and by tests.
 
-use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use chrono::Utc;
-use fwdwatch_notifier::alert::{PendingAlert, TargetActions};
-use fwdwatch_notifier::settings::Route;
-use fwdwatch_notifier::sinks::{Sink, SinkError, text};
+use fwdwatch_notifier::sinks::Sink;
 use fwdwatch_shared::bus::{Bus, MemoryBus, Topology};
 use fwdwatch_shared::config::Settings;
-use fwdwatch_shared::contracts::{AlertKind, CommandResult};
+use fwdwatch_shared::contracts::{Channel, CommandResult, Issuer};
 use fwdwatch_shared::m365::M365Client;
 use fwdwatch_shared::shutdown::CancellationToken;
 use fwdwatch_shared::store::{MemoryStore, Store};
@@ -30,6 +38,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinSet;
 
 use crate::fleet;
+use crate::up_terminal::{self, AlertCounter, Counts, ScanOutcome, Terminal};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
@@ -39,92 +48,13 @@ pub struct UpArgs {
     /// Time between scans, e.g. `10m` (default: `enumerator.schedule`).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub every: Option<Duration>,
+    /// Where the log goes (default: `fwdwatch-up-<time>-<pid>.log` in the system's
+    /// temporary directory). Only warnings and errors also reach the terminal.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
     /// The simulator used when no Microsoft 365 credentials are configured.
     #[command(flatten)]
     pub sim: m365_sim::SimArgs,
-}
-
-/// One alert as the console shows it (kept for tests).
-#[derive(Debug, Clone)]
-pub struct PrintedAlert {
-    pub alert: PendingAlert,
-    pub actions: Vec<TargetActions>,
-}
-
-/// The console sink: prints each alert with its links, and remembers it.
-#[derive(Debug)]
-pub struct ConsoleSink {
-    route: Route,
-    echo: bool,
-    printed: Mutex<Vec<PrintedAlert>>,
-}
-
-impl ConsoleSink {
-    pub fn new(echo: bool) -> Self {
-        Self {
-            route: Route::default(),
-            echo,
-            printed: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Every alert printed so far.
-    pub fn printed(&self) -> Vec<PrintedAlert> {
-        self.printed.lock().map(|p| p.clone()).unwrap_or_default()
-    }
-}
-
-pub fn render_alert(alert: &PendingAlert, actions: &[TargetActions]) -> String {
-    let mut out = format!("\n{}\n", text::summary(alert));
-    if let Some(d) = &alert.detection {
-        let traits = text::traits(d);
-        if !traits.is_empty() {
-            out.push_str(&format!("    {}\n", traits.join("; ")));
-        }
-        out.push_str(&format!("    fingerprint {}\n", d.fingerprint));
-    }
-    for victim in &alert.victims {
-        out.push_str(&format!(
-            "    victim: {} ({}) {}\n",
-            victim.tenant_name,
-            victim.tenant_id,
-            victim.mailbox.as_deref().unwrap_or("(tenant-wide rule)")
-        ));
-    }
-    for a in actions {
-        out.push_str(&format!("    approve {}: {}\n", a.target, a.approve.url));
-        out.push_str(&format!("    remove  {}: {}\n", a.target, a.remove.url));
-    }
-    out
-}
-
-#[async_trait]
-impl Sink for ConsoleSink {
-    fn name(&self) -> &str {
-        "console"
-    }
-
-    fn route(&self) -> &Route {
-        &self.route
-    }
-
-    async fn send(&self, alert: &PendingAlert, actions: &[TargetActions]) -> Result<(), SinkError> {
-        if self.echo {
-            let text = render_alert(alert, actions);
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            // A closed stdout (piped into `head`) must not fail the alert.
-            let _ = lock.write_all(text.as_bytes());
-            let _ = lock.flush();
-        }
-        if let Ok(mut printed) = self.printed.lock() {
-            printed.push(PrintedAlert {
-                alert: alert.clone(),
-                actions: actions.to_vec(),
-            });
-        }
-        Ok(())
-    }
 }
 
 /// The running all-in-one pipeline.
@@ -133,9 +63,12 @@ pub struct Pipeline {
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn Store>,
     pub client: M365Client,
-    /// Where the actioner listens (`http://127.0.0.1:PORT`); links point here.
+    /// Where the actioner listens (`http://127.0.0.1:PORT`); the console is under `/console/`.
     pub actioner_url: String,
-    pub console: Arc<ConsoleSink>,
+    /// Alerts delivered so far, by kind (counters only).
+    pub alerts: Arc<AlertCounter>,
+    /// The store's concrete twin, purged of expired keys after every scan.
+    memory: MemoryStore,
     notifier_stats: Arc<fwdwatch_notifier::Stats>,
     results: Arc<Mutex<Vec<CommandResult>>>,
     shutdown: CancellationToken,
@@ -145,10 +78,18 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts scanner, notifier and actioner over in-memory queues and store.
     /// `settings.m365` must already point at Microsoft 365 or a simulator.
-    pub async fn start(mut settings: Settings, echo: bool) -> anyhow::Result<Self> {
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        Self::start_with_sinks(settings, Vec::new()).await
+    }
+
+    /// [`Pipeline::start`] with extra notifier sinks (tests record alerts with one).
+    pub async fn start_with_sinks(
+        mut settings: Settings,
+        extra_sinks: Vec<Arc<dyn Sink>>,
+    ) -> anyhow::Result<Self> {
         if settings.security.link_secret.expose_secret().len() < 16 {
-            // Links must work out of the box; a per-process secret is enough for
-            // links that live as long as this process does.
+            // Chat sinks' links must work out of the box; a per-process secret is
+            // enough for links that live as long as this process does.
             settings.security.link_secret = SecretString::from(format!(
                 "{}{}",
                 uuid::Uuid::new_v4().simple(),
@@ -168,7 +109,9 @@ impl Pipeline {
         settings.notifier.link_base_url = actioner_url.clone();
 
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let memory = MemoryStore::new();
+        // Clones share one keyspace.
+        let store: Arc<dyn Store> = Arc::new(memory.clone());
         let topology = Topology::from_settings(&settings.amqp);
         bus.declare(&topology).await?;
         let client =
@@ -190,10 +133,13 @@ impl Pipeline {
                 )
             });
         }
-        let console = Arc::new(ConsoleSink::new(echo));
-        let notifier =
+        let alerts = Arc::new(AlertCounter::default());
+        let mut notifier =
             fwdwatch_notifier::Notifier::new(bus.clone(), store.clone(), settings.clone())?
-                .with_sink(console.clone());
+                .with_sink(alerts.clone());
+        for sink in extra_sinks {
+            notifier = notifier.with_sink(sink);
+        }
         let notifier_stats = notifier.stats();
         {
             let stop = shutdown.clone();
@@ -216,12 +162,12 @@ impl Pipeline {
         }
         let results = Arc::new(Mutex::new(Vec::new()));
         {
-            let (bus, results, stop, echo) = (bus.clone(), results.clone(), shutdown.clone(), echo);
+            let (bus, results, stop) = (bus.clone(), results.clone(), shutdown.clone());
             let topology = topology.clone();
             tasks.spawn(async move {
                 (
                     "results",
-                    print_command_results(bus, topology, results, echo, stop).await,
+                    collect_command_results(bus, topology, results, stop).await,
                 )
             });
         }
@@ -231,7 +177,8 @@ impl Pipeline {
             store,
             client,
             actioner_url,
-            console,
+            alerts,
+            memory,
             notifier_stats,
             results,
             shutdown,
@@ -240,15 +187,27 @@ impl Pipeline {
     }
 
     /// One scan of every tenant: enqueue, then wait until the notifier has handled
-    /// every tenant's summary and its alerts have settled. Returns the tenants scanned.
-    pub async fn scan(&mut self) -> anyhow::Result<usize> {
+    /// every tenant's summary and its alerts have settled. `progress` is told how
+    /// many tenants there are and how many are done.
+    pub async fn scan_with_progress(
+        &mut self,
+        progress: impl Fn(u64, u64),
+    ) -> anyhow::Result<ScanOutcome> {
+        let started = std::time::Instant::now();
+        let alerts_before = self.alerts.counts();
         let before = self.notifier_stats.snapshot().summaries;
         let report =
             fwdwatch_enumerator::run_once(self.bus.clone(), Some(&self.client), &self.settings)
                 .await?;
-        let expected = before + report.tenants.len() as u64;
+        let tenants = report.tenants.len() as u64;
+        let expected = before + tenants;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-        while self.notifier_stats.snapshot().summaries < expected {
+        loop {
+            let done = self.notifier_stats.snapshot().summaries;
+            progress(done.saturating_sub(before).min(tenants), tenants);
+            if done >= expected {
+                break;
+            }
             self.check_tasks()?;
             if tokio::time::Instant::now() > deadline {
                 anyhow::bail!("scan {} did not finish within 10 minutes", report.run_id);
@@ -257,16 +216,52 @@ impl Pipeline {
         }
         // Alerts leave through the notifier's outbox just after the findings are
         // handled: wait until the count stops moving.
-        let mut last = self.console.printed().len();
+        let mut last = self.alerts.counts().total();
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = self.console.printed().len();
+            let now = self.alerts.counts().total();
             if now == last {
                 break;
             }
             last = now;
         }
-        Ok(report.tenants.len())
+        // Expired sessions, sign-in links and detection state would otherwise stay
+        // in memory until touched (Redis drops them by itself).
+        let live = self.memory.purge_expired();
+        tracing::debug!(keys = live, "Store purged of expired keys.");
+        Ok(ScanOutcome {
+            run_id: report.run_id,
+            tenants: report.tenants.len(),
+            alerts: self.alerts.counts().since(&alerts_before),
+            took: started.elapsed(),
+        })
+    }
+
+    /// One scan of every tenant, without progress reports. Returns the tenants scanned.
+    pub async fn scan(&mut self) -> anyhow::Result<usize> {
+        Ok(self.scan_with_progress(|_, _| {}).await?.tenants)
+    }
+
+    /// A fresh single-use sign-in link to the console, for whoever runs `up`.
+    pub async fn console_link(&self) -> anyhow::Result<String> {
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| "operator".into());
+        let operator = Issuer {
+            channel: Channel::Console,
+            user_id: format!("local:{user}"),
+            name: format!("{user} (fwdwatch up)"),
+        };
+        Ok(
+            fwdwatch_actioner::console::sign_in_link(self.store.as_ref(), &self.settings, operator)
+                .await?,
+        )
+    }
+
+    /// Alerts delivered so far, by kind.
+    pub fn alert_counts(&self) -> Counts {
+        self.alerts.counts()
     }
 
     /// Command results the actioner has published so far.
@@ -296,15 +291,16 @@ impl Pipeline {
     }
 }
 
-/// Prints each `command.result` the actioner publishes, so the operator who clicked
-/// a link sees the outcome in the terminal too.
-async fn print_command_results(
+/// Keeps the newest `command.result`s the actioner publishes (for tests; the
+/// console shows results to the person who acted, the audit page keeps them).
+async fn collect_command_results(
     bus: Arc<dyn Bus>,
     topology: Topology,
     results: Arc<Mutex<Vec<CommandResult>>>,
-    echo: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    /// Results kept: a months-long `up` must not grow without bound.
+    const KEEP: usize = 100;
     let queue = format!("{}.cli.results", topology.namespace());
     bus.declare_queue(&topology.queue(queue.clone()).bind(
         topology.events_exchange(),
@@ -323,20 +319,16 @@ async fn print_command_results(
         };
         match fwdwatch_shared::contracts::decode::<CommandResult>(&incoming.body) {
             Ok(result) => {
-                if echo {
-                    println!(
-                        "\n{} {} by {} on {} {}: {:?} — {}",
-                        result.executed_at.format("%H:%M:%S"),
-                        result.action.as_str(),
-                        result.issued_by.name,
-                        result.tenant_id,
-                        result.mailbox.as_deref().unwrap_or("(tenant-wide rule)"),
-                        result.outcome,
-                        result.detail
-                    );
-                }
+                tracing::info!(
+                    command_id = %result.command_id,
+                    action = result.action.as_str(),
+                    outcome = ?result.outcome,
+                    "Command result."
+                );
                 if let Ok(mut all) = results.lock() {
                     all.push(result);
+                    let excess = all.len().saturating_sub(KEEP);
+                    all.drain(..excess);
                 }
                 incoming.ack().await?;
             }
@@ -345,8 +337,29 @@ async fn print_command_results(
     }
 }
 
+/// Where the log goes when `--log-file` is not given.
+fn default_log_file() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "fwdwatch-up-{}-{}.log",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    ))
+}
+
 pub async fn run(settings: Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
-    let _telemetry = fwdwatch_shared::telemetry::init(&settings.telemetry, "up")?;
+    let log_path = args.log_file.clone().unwrap_or_else(default_log_file);
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open the log file {}", log_path.display()))?;
+    let terminal = Terminal::new();
+    let _telemetry = fwdwatch_shared::telemetry::init_with_log_file(
+        &settings.telemetry,
+        "up",
+        log_file,
+        terminal.clone(),
+    )?;
     let (settings, sim) = fleet::simulator_if_needed(settings, args.sim.clone()).await?;
     let schedule = match args.every {
         Some(_) => None,
@@ -354,33 +367,35 @@ pub async fn run(settings: Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
             &settings.enumerator.schedule,
         )?),
     };
-    let mut pipeline = Pipeline::start(settings, true).await?;
-    println!(
-        "fwdwatch up: scanner, notifier and actioner running; actioner at {} (open an approve/remove link, then confirm). Ctrl-C stops.",
-        pipeline.actioner_url
-    );
+    let mut pipeline = Pipeline::start(settings).await?;
+    terminal.line(&format!(
+        "fwdwatch up: scanner, notifier and actioner running; console at {}/console/. Log: {}",
+        pipeline.actioner_url,
+        log_path.display()
+    ));
     let interrupted = fwdwatch_shared::shutdown::on_signal();
+    let mut enter = up_terminal::enter_presses();
+    let mut reading_stdin = true;
     let mut done = 0u32;
     let outcome = loop {
+        let bar = terminal.start_progress(done + 1);
         let scan = tokio::select! {
-            () = interrupted.cancelled() => break Ok(()),
-            scan = pipeline.scan() => scan,
+            () = interrupted.cancelled() => { terminal.finish_progress(); break Ok(()) },
+            scan = pipeline.scan_with_progress(|pos, len| { bar.set_length(len); bar.set_position(pos); }) => scan,
         };
-        match scan {
-            Ok(tenants) => {
-                done += 1;
-                let alerts = pipeline.console.printed();
-                let new = alerts
-                    .iter()
-                    .filter(|a| a.alert.kind == AlertKind::New)
-                    .count();
-                println!(
-                    "\nscan {done} finished: {tenants} tenants; {new} new alerts so far ({} alerts in all)",
-                    alerts.len()
-                );
-            }
+        terminal.finish_progress();
+        let outcome = match scan {
+            Ok(outcome) => outcome,
             Err(error) => break Err(error),
+        };
+        done += 1;
+        match up_terminal::summary(&pipeline, done, &outcome).await {
+            Ok(lines) => terminal.lines(&lines),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "Cannot summarise the scan.")
+            }
         }
+        print_console_link(&pipeline, &terminal).await;
         if args.scans.is_some_and(|limit| done >= limit) {
             break Ok(());
         }
@@ -391,13 +406,26 @@ pub async fn run(settings: Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(Duration::from_secs(3600)),
             (None, None) => Duration::from_secs(3600),
         };
-        println!(
-            "next scan in {}",
-            humantime::format_duration(Duration::from_secs(wait.as_secs()))
-        );
-        tokio::select! {
-            () = interrupted.cancelled() => break Ok(()),
-            () = tokio::time::sleep(wait) => {}
+        terminal.line(&format!(
+            "Next scan in {}. The Console link works once, for {} min: press Enter for a new one. Ctrl-C stops.",
+            humantime::format_duration(Duration::from_secs(wait.as_secs())),
+            pipeline.settings.console.sign_in_link_ttl.as_secs().div_ceil(60)
+        ));
+        let next_scan = tokio::time::sleep(wait);
+        tokio::pin!(next_scan);
+        loop {
+            tokio::select! {
+                () = interrupted.cancelled() => break,
+                () = &mut next_scan => break,
+                pressed = enter.recv(), if reading_stdin => match pressed {
+                    Some(()) => print_console_link(&pipeline, &terminal).await,
+                    // No terminal to read from (stdin closed): just wait.
+                    None => reading_stdin = false,
+                },
+            }
+        }
+        if interrupted.is_cancelled() {
+            break Ok(());
         }
     };
     pipeline.stop().await;
@@ -405,4 +433,13 @@ pub async fn run(settings: Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         sim.shutdown().await;
     }
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+async fn print_console_link(pipeline: &Pipeline, terminal: &Terminal) {
+    match pipeline.console_link().await {
+        Ok(url) => terminal.line(&format!("Console: {url}")),
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "Cannot make a console sign-in link.")
+        }
+    }
 }

@@ -3,17 +3,23 @@
 //! - `fwdwatch report` (the binary): its JSON equals `/_sim/truth`, its CSV has
 //!   the exact header and one row per (detection, target), and a tenant without
 //!   consent is reported with its reason while the rest are still scanned.
-//! - `fwdwatch up` (its library form, `Pipeline`): the alerts printed match the
-//!   truth, a POST to a printed remove link removes the forward in the simulator,
-//!   and an approve suppresses the next scan's alert.
+//! - `fwdwatch up` (its library form, `Pipeline`): the alerts match the truth, the
+//!   console (signed in with `up`'s one-time link) lists them, its Remove removes
+//!   the forward in the simulator and its Approve suppresses the next scan's alert;
+//!   the binary's first scan of the default fleet prints a short summary with one
+//!   `Console:` line and no approve / remove link.
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::sync::Arc;
 
 use fwdwatch_cli::up::Pipeline;
 use fwdwatch_shared::config::Settings;
 use fwdwatch_shared::contracts::{AlertKind, Signal};
 use m365_sim::{RunningSim, SimArgs};
+use support::{ConsoleClient, RecordingSink};
 
 /// (tenant, mailbox, signal, rule id, targets): what both sides must agree on.
 type Key = (String, String, Signal, String, Vec<String>);
@@ -199,26 +205,18 @@ fn settings_for(sim: &RunningSim) -> Settings {
     Settings::load_from(None, env).expect("settings")
 }
 
-async fn post_link(url: &str, action: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(url)
-        .form(&[("confirm", action)])
-        .send()
-        .await
-        .expect("actioner answers")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_alerts_match_truth_and_links_act() {
+async fn up_alerts_match_truth_and_the_console_acts() {
     let sim = start_sim(4, 8, 0.0).await;
-    let mut pipeline = Pipeline::start(settings_for(&sim), false)
+    let recorder = Arc::new(RecordingSink::default());
+    let mut pipeline = Pipeline::start_with_sinks(settings_for(&sim), vec![recorder.clone()])
         .await
         .expect("pipeline starts");
     let tenants = pipeline.scan().await.expect("first scan");
     assert_eq!(tenants, 4);
 
-    let printed = pipeline.console.printed();
-    let alerted: BTreeSet<Key> = printed
+    let first = recorder.all();
+    let alerted: BTreeSet<Key> = first
         .iter()
         .filter(|p| p.alert.kind == AlertKind::New)
         .filter_map(|p| p.alert.detection.as_ref())
@@ -237,102 +235,77 @@ async fn up_alerts_match_truth_and_links_act() {
         readable_truth(&sim),
         "one new alert per forward in the truth"
     );
+    assert_eq!(
+        pipeline.alert_counts().new,
+        alerted.len() as u64,
+        "the terminal's counter saw every new alert"
+    );
 
-    // Every printed link is signed for exactly the forward its alert describes.
-    let signer = fwdwatch_shared::links::LinkSigner::new(secrecy::ExposeSecret::expose_secret(
-        &pipeline.settings.security.link_secret,
-    ));
-    for p in printed.iter().filter(|p| p.alert.kind == AlertKind::New) {
-        let d = p
-            .alert
-            .detection
-            .as_ref()
-            .expect("a new alert carries its detection");
-        assert_eq!(
-            p.actions.len(),
-            d.targets.len(),
-            "one approve/remove pair per target"
+    // The console's sign-in link, then Remove on a single-target mailbox SMTP forward.
+    let link = pipeline.console_link().await.expect("console link");
+    let console = ConsoleClient::sign_in(&link).await;
+    let (status, forwards) = console.get("/console/").await;
+    assert_eq!(status, 200);
+    for key in &alerted {
+        assert!(
+            forwards.contains(&format!(
+                "data-tenant=\"{}\" data-mailbox=\"{}\"",
+                key.0, key.1
+            )),
+            "the console lists {key:?}"
         );
-        for a in &p.actions {
-            for link in [&a.approve, &a.remove] {
-                let claims = signer
-                    .verify(&link.token, chrono::Utc::now())
-                    .expect("valid token");
-                assert_eq!(claims.fingerprint, d.fingerprint);
-                assert_eq!(claims.tenant_id, d.tenant_id);
-                assert_eq!(claims.mailbox, d.mailbox_address());
-                assert_eq!(claims.target, a.target);
-                assert!(d.targets.contains(&a.target));
-                assert!(link.url.ends_with(&link.token), "{}", link.url);
-            }
-        }
     }
-
-    // Remove: a single-target mailbox SMTP forward, through its printed link.
-    let victim = printed
+    let victim = first
         .iter()
-        .find(|p| {
-            p.alert.kind == AlertKind::New
-                && p.actions.len() == 1
-                && p.alert
-                    .detection
-                    .as_ref()
-                    .is_some_and(|d| d.signal == Signal::ForwardingSmtpAddress)
-        })
-        .expect("an alert on a mailbox SMTP forward")
-        .clone();
-    let detection = victim.alert.detection.clone().expect("detection");
+        .filter(|p| p.alert.kind == AlertKind::New)
+        .filter_map(|p| p.alert.detection.clone())
+        .find(|d| d.signal == Signal::ForwardingSmtpAddress && d.targets.len() == 1)
+        .expect("a mailbox SMTP forward");
     let in_truth = |sim: &RunningSim| {
         sim.truth().iter().any(|t| {
             signal(t.signal) == Signal::ForwardingSmtpAddress
-                && t.mailbox.as_deref() == Some(detection.mailbox_address())
-                && t.tenant_id == detection.tenant_id
+                && t.mailbox.as_deref() == Some(victim.mailbox_address())
+                && t.tenant_id == victim.tenant_id
         })
     };
     assert!(in_truth(&sim));
-    let response = post_link(&victim.actions[0].remove.url, "remove").await;
+    let remove = format!("/console/forwards/{}/remove", victim.fingerprint);
+    let (status, page) = console
+        .confirm(&remove, &remove, &[("reason", "phished")])
+        .await;
+    assert_eq!(status, 200, "{page}");
     assert!(
-        response.status().is_success(),
-        "remove link: {}",
-        response.status()
-    );
-    let body = response.text().await.unwrap_or_default();
-    assert!(
-        body.to_lowercase().contains("verified"),
-        "the page reports the verified outcome: {body}"
+        page.contains("data-outcome=\"verified\""),
+        "the page reports the verified outcome: {page}"
     );
     assert!(!in_truth(&sim), "the forward is gone from the simulator");
 
     // Approve a forward on another mailbox (removing a mailbox forward clears both
     // of its forwarding fields): the next scan reminds every open forward but this one.
-    let approved = printed
+    let approved = first
         .iter()
-        .find(|p| {
-            p.alert.kind == AlertKind::New
-                && p.actions.len() == 1
-                && p.alert
-                    .detection
-                    .as_ref()
-                    .is_some_and(|d| d.mailbox_address() != detection.mailbox_address())
+        .filter(|p| p.alert.kind == AlertKind::New)
+        .filter_map(|p| p.alert.detection.clone())
+        .find(|d| {
+            d.mailbox_address() != victim.mailbox_address() && !d.mailbox_address().is_empty()
         })
-        .expect("a second alert")
-        .clone();
-    let response = post_link(&approved.actions[0].approve.url, "approve").await;
-    assert!(
-        response.status().is_success(),
-        "approve link: {}",
-        response.status()
-    );
-    let approve_page = response.text().await.unwrap_or_default();
+        .expect("a second forward");
+    let approve = format!("/console/forwards/{}/approve", approved.fingerprint);
+    let (status, page) = console
+        .confirm(
+            &format!("{approve}?reason=known+partner&expires=30d"),
+            &approve,
+            &[("reason", "known partner"), ("expires", "30d")],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-outcome=\"done\""), "{page}");
+    let (_, approvals) = console.get("/console/approvals").await;
+    assert!(approvals.contains("known partner"), "{approvals}");
 
-    let before = pipeline.console.printed().len();
+    let before = recorder.all().len();
     pipeline.scan().await.expect("second scan");
-    let second: Vec<_> = pipeline
-        .console
-        .printed()
-        .into_iter()
-        .skip(before)
-        .collect();
+    let second: Vec<_> = recorder.all().into_iter().skip(before).collect();
     assert!(
         second.iter().any(|p| p.alert.kind == AlertKind::Reminder),
         "other open forwards are reminded"
@@ -340,23 +313,89 @@ async fn up_alerts_match_truth_and_links_act() {
     assert!(
         !second
             .iter()
-            .any(|p| p.alert.fingerprint == approved.alert.fingerprint),
-        "the approved forward is not alerted again: {:#?}\napproval page: {approve_page}",
-        second
-            .iter()
-            .filter(|p| p.alert.fingerprint == approved.alert.fingerprint)
-            .map(|p| (
-                p.alert.kind,
-                p.alert.detection.as_ref().map(|d| d.targets.clone())
-            ))
-            .collect::<Vec<_>>()
+            .any(|p| p.alert.fingerprint.as_deref() == Some(approved.fingerprint.as_str())),
+        "the approved forward is not alerted again"
     );
     assert!(
         !second
             .iter()
-            .any(|p| p.alert.fingerprint == victim.alert.fingerprint),
+            .any(|p| p.alert.fingerprint.as_deref() == Some(victim.fingerprint.as_str())),
         "the removed forward left the open list: no reminder, no resolved noise"
+    );
+    let (_, forwards) = console.get("/console/").await;
+    assert!(
+        !forwards.contains(&victim.fingerprint) && !forwards.contains(&approved.fingerprint),
+        "neither is open any more"
+    );
+    assert!(
+        pipeline
+            .command_results()
+            .iter()
+            .all(|r| r.issued_by.channel == fwdwatch_shared::contracts::Channel::Console),
+        "both decisions came from the console"
     );
     pipeline.stop().await;
     sim.shutdown().await;
+}
+
+/// `fwdwatch up` on the default fleet, as a newcomer runs it: a short summary, the
+/// simulator's URL, one `Console:` link, the log in a file, and no approve / remove
+/// link anywhere on the terminal.
+#[test]
+fn up_prints_a_short_summary_with_a_console_link() {
+    let dir = std::env::temp_dir().join(format!("fwdwatch-up-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let log = dir.join("up.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_fwdwatch"))
+        .args(["up", "--scans", "1", "--log-file"])
+        .arg(&log)
+        .env_remove("FWDWATCH_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("FWDWATCH__ACTIONER__LISTEN", "127.0.0.1:0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("fwdwatch up runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    let longest = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    println!(
+        "fwdwatch up, first scan of the default fleet: {} lines, longest {longest} characters",
+        lines.len()
+    );
+    assert!(
+        lines.len() <= 100,
+        "{} lines:\n{stdout}{stderr}",
+        lines.len()
+    );
+    assert!(
+        longest <= 200,
+        "a line of {longest} characters:\n{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("using the bundled simulator at http://127.0.0.1:"),
+        "{stderr}"
+    );
+    let console: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("Console: http://"))
+        .collect();
+    assert_eq!(console.len(), 1, "one Console line: {stdout}");
+    assert!(console[0].contains("/console/sign-in/"), "{}", console[0]);
+    assert!(
+        stdout.contains("Open forwards: ")
+            && stdout.contains("by signal:")
+            && stdout.contains("Most severe:"),
+        "{stdout}"
+    );
+    for banned in ["/act/", "approve_url", "remove_url", "token="] {
+        assert!(
+            !stdout.contains(banned) && !stderr.contains(banned),
+            "{banned} on the terminal"
+        );
+    }
+    let logged = std::fs::read_to_string(&log).expect("the log file exists");
+    assert!(logged.lines().count() > 10, "the log went to the file");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,11 +6,14 @@
 //! sink (errors are where URLs leak), then searches every captured log line.
 //! Its own test binary: it installs the global tracing subscriber.
 
+mod support;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use fwdwatch_cli::up::Pipeline;
 use fwdwatch_shared::config::Settings;
+use support::RecordingSink;
 use tracing_subscriber::layer::SubscriberExt;
 
 #[derive(Clone, Default)]
@@ -99,9 +102,12 @@ async fn configured_secrets_never_appear_in_logs() {
     fwdwatch_cli::fleet::point_at(&mut settings, &sim.base_url, &args);
     tracing::debug!(?settings, "Settings as a careless caller would log them.");
 
-    let mut pipeline = Pipeline::start(settings, false).await.expect("pipeline");
+    let recorder = Arc::new(RecordingSink::default());
+    let mut pipeline = Pipeline::start_with_sinks(settings, vec![recorder.clone()])
+        .await
+        .expect("pipeline");
     pipeline.scan().await.expect("scan");
-    let alerts = pipeline.console.printed();
+    let alerts = recorder.all();
     assert!(!alerts.is_empty(), "the scan alerted");
     // Use a link, so the actioner's request path (which carries a token) is logged too.
     if let Some(link) = alerts.iter().find_map(|a| a.actions.first()) {

@@ -27,6 +27,9 @@ pub struct Settings {
     pub notifier: NotifierSettings,
     pub actioner: ActionerSettings,
     pub security: SecuritySettings,
+    /// The operator's console, served by the actioner on its own port.
+    #[serde(default)]
+    pub console: ConsoleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -380,6 +383,121 @@ fn default_slack_actions() -> SlackActionSettings {
     }
 }
 
+/// The operator's console (`/console` on the actioner's port) and its sign-in with
+/// Microsoft Entra ID (OpenID Connect, authorization code + PKCE) in the MSP's own
+/// tenant. Sign-in is on when `client_id` is set; an operator is whoever holds one
+/// of `operator_groups` (group object ids, the ID token's `groups` claim) or
+/// `operator_roles` (app role values, its `roles` claim). Tenant scopes come from
+/// `actioner.operators.tenant_scopes`, keyed by group id, role value or the user's
+/// object id, exactly as chat operators are scoped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Serve the console at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where operators' browsers reach the actioner (`https://fwdwatch.example.net`);
+    /// unset: `notifier.link_base_url`. Its scheme decides whether cookies are `Secure`,
+    /// its origin is the only one allowed to POST, and the sign-in redirect URI is
+    /// `<public_url>/console/auth/callback`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Entra ID host; unset: `m365.login_url` (national clouds and the simulator
+    /// change that one already).
+    #[serde(default)]
+    pub login_url: Option<String>,
+    /// The MSP's own tenant, where operators sign in; unset: `m365.partner_tenant_id`.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// The console's app registration (a web app with the redirect URI above).
+    /// Empty: no Entra ID sign-in (only `fwdwatch up`'s one-time links).
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// Group object ids whose members are operators (a list, or comma-separated).
+    #[serde(default, deserialize_with = "list_or_csv")]
+    pub operator_groups: Vec<String>,
+    /// App role values that make an operator (a list, or comma-separated).
+    #[serde(default, deserialize_with = "list_or_csv")]
+    pub operator_roles: Vec<String>,
+    /// How long a console session lasts (absolute, not sliding).
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// How long a one-time sign-in link (`fwdwatch up`'s `Console:` line) stays valid.
+    #[serde(default = "default_sign_in_link_ttl", with = "humantime_serde")]
+    pub sign_in_link_ttl: Duration,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            public_url: None,
+            login_url: None,
+            tenant_id: None,
+            client_id: String::new(),
+            client_secret: None,
+            operator_groups: Vec::new(),
+            operator_roles: Vec::new(),
+            session_ttl: default_session_ttl(),
+            sign_in_link_ttl: default_sign_in_link_ttl(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+fn default_sign_in_link_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl Settings {
+    /// Where browsers reach the console: `console.public_url`, else
+    /// `notifier.link_base_url`, without a trailing `/`.
+    pub fn console_public_url(&self) -> String {
+        self.console
+            .public_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or(&self.notifier.link_base_url)
+            .trim()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The Entra ID authority operators sign in with
+    /// (`https://login.microsoftonline.com/<tenant>/v2.0`), or `None` when Entra ID
+    /// sign-in is not configured (`console.client_id` empty).
+    pub fn console_authority(&self) -> Option<String> {
+        if self.console.client_id.trim().is_empty() {
+            return None;
+        }
+        let login = self
+            .console
+            .login_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or(&self.m365.login_url)
+            .trim()
+            .trim_end_matches('/');
+        let tenant = self
+            .console
+            .tenant_id
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or(&self.m365.partner_tenant_id)
+            .trim();
+        Some(format!("{login}/{tenant}/v2.0"))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
@@ -467,6 +585,14 @@ previous_link_secrets = []
 [security]
 link_secret = ""
 link_ttl = "72h"
+
+[console]
+enabled = true
+client_id = ""
+operator_groups = []
+operator_roles = []
+session_ttl = "8h"
+sign_in_link_ttl = "15m"
 "#;
 
 /// The environment variable naming the config file when `--config` is not given.
@@ -573,6 +699,40 @@ impl Settings {
             .is_err()
         {
             return fail("actioner.listen", "must be an address like 127.0.0.1:8080");
+        }
+        if let Some(url) = self.console.public_url.as_deref().filter(|u| !u.is_empty())
+            && !url.starts_with("http://")
+            && !url.starts_with("https://")
+        {
+            return fail(
+                "console.public_url",
+                &format!("{url:?} is not an http(s) URL"),
+            );
+        }
+        if !self.console.client_id.trim().is_empty() {
+            if self.console.operator_groups.is_empty() && self.console.operator_roles.is_empty() {
+                return fail(
+                    "console.operator_groups",
+                    "set console.operator_groups or console.operator_roles: with neither, nobody could sign in to the console",
+                );
+            }
+            let tenant = self
+                .console
+                .tenant_id
+                .as_deref()
+                .unwrap_or(&self.m365.partner_tenant_id);
+            if tenant.trim().is_empty() {
+                return fail(
+                    "console.tenant_id",
+                    "set the MSP's own tenant (or m365.partner_tenant_id) for Entra ID sign-in",
+                );
+            }
+        }
+        if self.console.session_ttl.is_zero() {
+            return fail("console.session_ttl", "must be longer than 0");
+        }
+        if self.console.sign_in_link_ttl.is_zero() {
+            return fail("console.sign_in_link_ttl", "must be longer than 0");
         }
         Ok(())
     }
@@ -681,6 +841,43 @@ mod tests {
             .as_ref()
             .map(|v| v.expose_secret().to_owned());
         assert_eq!(secret.as_deref(), Some("00012345678901234567890"));
+    }
+
+    #[test]
+    fn console_defaults_and_entra_sign_in() {
+        let s = Settings::load_from(None, env(&[])).expect("defaults");
+        assert!(s.console.enabled);
+        assert_eq!(
+            s.console_authority(),
+            None,
+            "no client id: no Entra ID sign-in"
+        );
+        assert_eq!(s.console_public_url(), "http://127.0.0.1:8080");
+        assert_eq!(s.console.sign_in_link_ttl, Duration::from_secs(900));
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("FWDWATCH__CONSOLE__CLIENT_ID", "app-1"),
+                ("FWDWATCH__CONSOLE__TENANT_ID", "msp-tenant"),
+                ("FWDWATCH__CONSOLE__OPERATOR_GROUPS", "g1,g2"),
+                (
+                    "FWDWATCH__CONSOLE__PUBLIC_URL",
+                    "https://fwdwatch.example.net/",
+                ),
+                ("FWDWATCH__CONSOLE__CLIENT_SECRET", "console-s3cret"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            s.console_authority().as_deref(),
+            Some("https://login.microsoftonline.com/msp-tenant/v2.0")
+        );
+        assert_eq!(s.console.operator_groups, vec!["g1", "g2"]);
+        assert_eq!(s.console_public_url(), "https://fwdwatch.example.net");
+        assert!(!format!("{s:?}").contains("console-s3cret"));
+        let err = Settings::load_from(None, env(&[("FWDWATCH__CONSOLE__CLIENT_ID", "app-1")]))
+            .expect_err("no operator group or role");
+        assert!(err.to_string().contains("console.operator_groups"), "{err}");
     }
 
     #[test]

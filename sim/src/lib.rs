@@ -1,6 +1,7 @@
 //! m365-sim: a Microsoft 365 simulator for fwdwatch.
 //!
-//! It speaks the wire formats of the Entra ID token endpoint, Microsoft Graph and the
+//! It speaks the wire formats of the Entra ID token endpoint (and its OpenID Connect
+//! sign-in for the console: discovery, authorize, JWKS), Microsoft Graph and the
 //! Exchange Online admin API (`InvokeCommand` and its `$batch`) over one base URL,
 //! for a fleet of customer tenants generated deterministically from a seed, and serves
 //! the fleet's ground truth and controls under `/_sim/`. See `README.md` for the
@@ -26,6 +27,7 @@ mod generate;
 mod graph;
 mod model;
 mod names;
+mod oidc;
 mod reply;
 mod server;
 mod stats;
@@ -34,6 +36,10 @@ mod truth;
 
 pub use args::{FaultArgs, ForwardRates, SimArgs};
 pub use control::{DomainInfo, PlantedRecipient, RelationshipInfo, TenantInfo};
+pub use oidc::{
+    OPERATOR_GROUP_ID, OPERATOR_ROLE, SCOPED_OPERATOR_GROUP_ID, STAFF_GROUP_ID, SignInUser,
+    sign_in_users,
+};
 pub use server::{RunningSim, start};
 pub use stats::{StatsSnapshot, TenantStats};
 pub use truth::{Signal, TruthEntry, TruthHop, TruthPath};

@@ -18,7 +18,7 @@ use crate::fleet::Fleet;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::token::{self, TokenKeys};
 use crate::truth::{self, TruthEntry};
-use crate::{exo, graph};
+use crate::{exo, graph, oidc};
 
 /// Everything a handler needs; shared behind an `Arc`.
 pub(crate) struct Sim {
@@ -27,6 +27,8 @@ pub(crate) struct Sim {
     pub faults: Faults,
     pub stats: Stats,
     pub tokens: TokenKeys,
+    /// Entra ID sign-in (OpenID Connect) for the console.
+    pub oidc: crate::oidc::Oidc,
     /// `http://ADDR` of the listener; nextLinks use the request's Host when present.
     pub base_url: String,
 }
@@ -41,6 +43,7 @@ impl Sim {
             faults,
             stats: Stats::default(),
             tokens: TokenKeys::new(),
+            oidc: crate::oidc::Oidc::new(),
             base_url,
         }
     }
@@ -81,6 +84,16 @@ impl Sim {
 fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token::token_http))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(oidc::discovery),
+        )
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(oidc::authorize_get).post(oidc::authorize_post),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(oidc::keys))
+        .route("/discovery/v2.0/keys", get(oidc::keys))
         .route("/v1.0/{*rest}", any(graph::graph_http))
         .route("/beta/{*rest}", any(graph::graph_http))
         .route("/adminapi/beta/{tenant}/{op}", post(exo::exo_http))
@@ -146,6 +159,11 @@ impl RunningSim {
     /// The configuration it runs with (credentials, seed, sizes, faults).
     pub fn args(&self) -> &SimArgs {
         &self.sim.args
+    }
+
+    /// Who can sign in to the partner tenant (the console's Entra ID sign-in).
+    pub fn sign_in_users(&self) -> Vec<crate::oidc::SignInUser> {
+        crate::oidc::sign_in_users(&self.sim.fleet.partner.domain)
     }
 
     /// Same as `GET /_sim/truth`.

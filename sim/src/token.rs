@@ -218,7 +218,7 @@ struct TokenForm {
 }
 
 /// An AADSTS error answer (m365-api.md §2).
-fn aad_error(error: &str, code: u32, description: &str) -> Reply {
+pub(crate) fn aad_error(error: &str, code: u32, description: &str) -> Reply {
     let trace = uuid::Uuid::new_v4().to_string();
     let correlation = uuid::Uuid::new_v4().to_string();
     let ts = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
@@ -455,7 +455,7 @@ fn issue(sim: &Sim, tenant_key: &str, org: Option<Org>, headers: &HeaderMap, bod
             "The request body must contain the following parameter: 'grant_type'.",
         );
     }
-    if grant != "client_credentials" && grant != "refresh_token" {
+    if grant != "client_credentials" && grant != "refresh_token" && grant != "authorization_code" {
         return aad_error(
             "unsupported_grant_type",
             70003,
@@ -538,6 +538,10 @@ fn issue(sim: &Sim, tenant_key: &str, org: Option<Org>, headers: &HeaderMap, bod
                 "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
             );
         }
+    }
+    if grant == "authorization_code" {
+        // A person signing in to the console (the MSP's own tenant): see `oidc`.
+        return crate::oidc::redeem(sim, org, client_id, body, headers);
     }
     let refresh = grant == "refresh_token";
     if refresh {

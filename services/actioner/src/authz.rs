@@ -10,10 +10,14 @@
 //! | API | the name of the bearer token | the token is one of `actioner.api_tokens` |
 //! | link | `link@<channel the link was sent to>` | the token verified (possession is the proof) |
 //! | bot / CLI / Teams bot | the issuer the command names | it reached the commands queue: RabbitMQ credentials are the proof |
+//! | console | the Entra ID object id (`oid`) | one of `console.operator_groups` / `console.operator_roles` is in the ID token ([`Authorizer::console_scope`]); or a one-time link of `fwdwatch up` |
 //!
 //! On top of that, `actioner.operators.tenant_scopes` may limit an identity (a Slack
 //! user id or a token name) to a set of tenants; identities without an entry may act
-//! on every tenant. The executor checks [`Authorizer::command`] again for every
+//! on every tenant. Console operators are scoped the same way through what made them
+//! operators: an entry keyed by an operator group's id or an app role's value limits
+//! that group's members (several groups: the union; one group without an entry: every
+//! tenant), and an entry keyed by the person's object id narrows that further. The executor checks [`Authorizer::command`] again for every
 //! command it consumes, so a command cannot skip the check by arriving on the queue
 //! with an operator's channel and a stranger's id.
 
@@ -37,6 +41,10 @@ pub enum Denied {
     UnknownApiClient(String),
     #[error("{operator} may not act on tenant {tenant}")]
     OutOfScope { operator: String, tenant: String },
+    #[error(
+        "{0} is not a fwdwatch operator: none of the configured operator groups or app roles is in the sign-in"
+    )]
+    NotAConsoleOperator(String),
 }
 
 /// The operator rules from `actioner.operators` and `actioner.api_tokens`.
@@ -144,6 +152,35 @@ impl Authorizer {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Which tenants a console user may see and act on, from the operator grants
+    /// (operator group ids and app role values) their sign-in carried: `Ok(None)` for
+    /// every tenant, `Ok(Some(tenants))` for those only (lower-cased ids), `Err` when
+    /// no grant makes them an operator.
+    pub fn console_scope(
+        &self,
+        user_id: &str,
+        grants: &[String],
+    ) -> Result<Option<BTreeSet<String>>, Denied> {
+        if grants.is_empty() {
+            return Err(Denied::NotAConsoleOperator(user_id.to_owned()));
+        }
+        let mut unscoped = false;
+        let mut scope = BTreeSet::new();
+        for grant in grants {
+            match self.tenant_scopes.get(grant) {
+                Some(tenants) => scope.extend(tenants.iter().cloned()),
+                None => unscoped = true,
+            }
+        }
+        let by_grants = (!unscoped).then_some(scope);
+        Ok(match (by_grants, self.tenant_scopes.get(user_id)) {
+            (None, None) => None,
+            (None, Some(own)) => Some(own.clone()),
+            (Some(scope), None) => Some(scope),
+            (Some(scope), Some(own)) => Some(scope.intersection(own).cloned().collect()),
+        })
     }
 
     /// The check the executor makes on every command, whatever way it came in.
@@ -268,6 +305,54 @@ mod tests {
             authz.tenant("U_OPS", "tenant-b"),
             Ok(()),
             "unscoped operator"
+        );
+    }
+
+    #[test]
+    fn console_operators_are_scoped_by_their_groups() {
+        let mut settings = settings();
+        settings
+            .operators
+            .tenant_scopes
+            .insert("group-contoso".into(), vec!["Tenant-A".into()]);
+        settings
+            .operators
+            .tenant_scopes
+            .insert("group-fabrikam".into(), vec!["tenant-b".into()]);
+        settings.operators.tenant_scopes.insert(
+            "oid-narrowed".into(),
+            vec!["tenant-b".into(), "tenant-c".into()],
+        );
+        let authz = Authorizer::from_settings(&settings);
+        let grants = |g: &[&str]| g.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(matches!(
+            authz.console_scope("oid-1", &[]),
+            Err(Denied::NotAConsoleOperator(_))
+        ));
+        assert_eq!(
+            authz.console_scope("oid-1", &grants(&["group-all"])),
+            Ok(None),
+            "a grant without a scope entry: every tenant"
+        );
+        assert_eq!(
+            authz.console_scope("oid-1", &grants(&["group-contoso", "group-fabrikam"])),
+            Ok(Some(["tenant-a".to_owned(), "tenant-b".to_owned()].into())),
+            "several scoped groups: the union"
+        );
+        assert_eq!(
+            authz.console_scope("oid-1", &grants(&["group-contoso", "group-all"])),
+            Ok(None),
+            "one unscoped group is enough for every tenant"
+        );
+        assert_eq!(
+            authz.console_scope("oid-narrowed", &grants(&["group-all"])),
+            Ok(Some(["tenant-b".to_owned(), "tenant-c".to_owned()].into())),
+            "an entry for the person narrows an unscoped group"
+        );
+        assert_eq!(
+            authz.console_scope("oid-narrowed", &grants(&["group-fabrikam"])),
+            Ok(Some(["tenant-b".to_owned()].into())),
+            "and intersects a scoped one"
         );
     }
 

@@ -9,6 +9,7 @@
 //!  signed link ── GET  /act/{token} (page)  │   operator check, token check)
 //!              └─ POST /act/{token} ────────┤  (token check, single-use nonce)
 //!  HTTP bot ───── POST /v1/commands ────────┤  (bearer token, constant time)
+//!  console ────── POST /console/… ──────────┤  (Entra ID session, anti-forgery token)
 //!                                           ▼
 //!  any bot ─────────────────────────▶ {ns}.commands ──▶ {ns}.actioner.commands
 //!                                                              │
@@ -31,6 +32,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod console;
 pub mod execute;
 pub mod http;
 pub mod limits;
@@ -89,6 +91,8 @@ pub struct ContextInner {
     pub replier: reply::Replier,
     /// Rate limits on refused requests (links).
     pub limits: limits::RefusalLimits,
+    /// The operator's console: sign-in, cookies, its public URL.
+    pub console: console::ConsoleState,
 }
 
 impl std::ops::Deref for Context {
@@ -111,6 +115,7 @@ impl Context {
         let authz = authz::Authorizer::from_settings(&settings.actioner);
         let auditor = audit::Auditor::new(store.clone(), keys.clone(), bus.clone(), &topology);
         let replier = reply::Replier::new(settings.actioner.reply_url_prefixes.clone())?;
+        let console = console::ConsoleState::from_settings(&settings)?;
         Ok(Self {
             inner: Arc::new(ContextInner {
                 settings,
@@ -123,6 +128,7 @@ impl Context {
                 auditor,
                 replier,
                 limits: limits::RefusalLimits::default(),
+                console,
             }),
         })
     }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use fwdwatch_shared::bus::{DeliveryInfo, HandleError, Handler};
 use fwdwatch_shared::contracts::{CommandResult, Detection, TenantSummary};
+use fwdwatch_shared::store::{Keys, Store, tenants};
 
 use crate::coverage::CoverageTracker;
 use crate::finding::Finding;
@@ -27,6 +28,15 @@ pub struct FindingsHandler {
     coverage: Arc<CoverageTracker>,
     dispatcher: Arc<Dispatcher>,
     stats: Arc<Stats>,
+    /// Where each tenant's latest summary is kept for the console (`store::tenants`).
+    records: Option<TenantRecords>,
+}
+
+/// Where [`FindingsHandler`] records each tenant's latest scan.
+struct TenantRecords {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    ttl: std::time::Duration,
 }
 
 impl FindingsHandler {
@@ -41,7 +51,22 @@ impl FindingsHandler {
             coverage,
             dispatcher,
             stats,
+            records: None,
         }
+    }
+
+    /// Also records every tenant's latest summary in `store` (`store::tenants`),
+    /// kept for `ttl` after the tenant's last scan: the console's Tenants page and
+    /// `fwdwatch up`'s summary read it.
+    #[must_use]
+    pub fn with_tenant_records(
+        mut self,
+        store: Arc<dyn Store>,
+        keys: Keys,
+        ttl: std::time::Duration,
+    ) -> Self {
+        self.records = Some(TenantRecords { store, keys, ttl });
+        self
     }
 
     async fn command_result(&self, result: CommandResult) -> Result<(), HandleError> {
@@ -129,6 +154,24 @@ impl FindingsHandler {
             .resolve(&summary, Utc::now())
             .await
             .map_err(retry)?;
+        if let Some(records) = &self.records {
+            // After resolving: a retry of this message resolves again (idempotent)
+            // and then records; recording first could show a scan as done whose
+            // resolutions were lost.
+            tenants::record(
+                records.store.as_ref(),
+                &records.keys,
+                &summary,
+                records.ttl,
+                Utc::now(),
+            )
+            .await
+            .map_err(|error| {
+                HandleError::Retry(
+                    anyhow::Error::new(error).context("recording the tenant's latest scan"),
+                )
+            })?;
+        }
         for alert in alerts {
             self.dispatcher.deliver(alert).await;
         }

@@ -224,12 +224,10 @@ impl Notifier {
             LifecycleConfig::from_notifier(&self.config),
             self.config.coverage_failures,
         ));
-        let handler = Arc::new(FindingsHandler::new(
-            tracker,
-            coverage,
-            dispatcher.clone(),
-            self.stats.clone(),
-        ));
+        let handler = Arc::new(
+            FindingsHandler::new(tracker, coverage, dispatcher.clone(), self.stats.clone())
+                .with_tenant_records(self.store.clone(), keys.clone(), self.config.state_ttl),
+        );
         let outcome = run_consumer(
             self.bus.clone(),
             &topology.notifier_findings_queue(),

@@ -25,7 +25,7 @@ use fwdwatch_shared::contracts::{
 };
 use fwdwatch_shared::links::LinkSigner;
 use fwdwatch_shared::store::allowlist::{self, Approval};
-use fwdwatch_shared::store::{Keys, MemoryStore, Store};
+use fwdwatch_shared::store::{Keys, MemoryStore, Store, tenants};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -591,13 +591,22 @@ async fn complete_scans_resolve_and_partial_or_late_ones_do_not() {
     h.wait_handled(2).await;
 
     // Late: a scan that started before these were seen.
-    h.publish_summary(&summary(3, seen - chrono::Duration::minutes(5), &[], &[]))
-        .await;
+    let late = summary(3, seen - chrono::Duration::minutes(5), &[], &[]);
+    h.publish_summary(&late).await;
     // Partial: inbox rules failed, so only the transport rule can be resolved.
     let next = seen + chrono::Duration::seconds(1);
     h.publish_summary(&summary(3, next, &[], &[Check::InboxRules]))
         .await;
     h.wait_handled(4).await;
+    // The console's coverage: the newest scan (partial), and when the tenant was
+    // last read completely (the late scan, which is older but was complete).
+    let coverage = tenants::get(h.store.as_ref(), &h.keys, &rule.tenant_id)
+        .await
+        .expect("redis")
+        .expect("the tenant's latest scan is kept");
+    assert_eq!(coverage.summary.started_at, next);
+    assert!(!coverage.summary.is_complete());
+    assert_eq!(coverage.last_complete_at, Some(late.finished_at));
     let events = h.events(3, Duration::from_millis(200)).await;
     let resolved: Vec<&AlertEvent> = events
         .iter()
@@ -624,6 +633,19 @@ async fn complete_scans_resolve_and_partial_or_late_ones_do_not() {
         .map(|a| a["alert"].as_str().unwrap_or("").to_owned())
         .collect();
     assert_eq!(kinds, vec!["new", "new", "resolved", "resolved"]);
+    let coverage = tenants::get(h.store.as_ref(), &h.keys, &rule.tenant_id)
+        .await
+        .expect("redis")
+        .expect("kept");
+    assert!(coverage.summary.is_complete(), "the newest scan is kept");
+    assert_eq!(
+        coverage.last_complete_at,
+        Some(coverage.summary.finished_at)
+    );
+    assert!(
+        coverage.summary.fingerprints.is_empty(),
+        "without the fingerprint list"
+    );
     let open = h
         .store
         .set_members(&h.keys.open_fingerprints(&rule.tenant_id))

@@ -50,6 +50,9 @@ pub enum Channel {
     Cli,
     /// A chat bot publishing on the commands queue.
     Bot,
+    /// The operator's console (`/console` on the actioner), signed in with Entra ID
+    /// or a one-time link of `fwdwatch up`.
+    Console,
 }
 
 /// Who decided.

@@ -173,6 +173,19 @@ pub struct DeliveryPath {
     pub via: Vec<PathHop>,
 }
 
+impl DeliveryPath {
+    /// One plain-text line: `eve@gmail.com via team-sync@contoso.com
+    /// (MailUniversalDistributionGroup) → …`. Plain text only: every sink escapes it.
+    pub fn describe(&self) -> String {
+        let via: Vec<String> = self
+            .via
+            .iter()
+            .map(|h| format!("{} ({})", h.address, h.kind))
+            .collect();
+        format!("{} via {}", self.target, via.join(" → "))
+    }
+}
+
 /// One external forward. One per mailbox forwarding field, per inbox rule, per
 /// transport rule, per journal rule, per outbound connector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -187,6 +187,23 @@ impl Keys {
         self.key("coverage_lock", &[tenant])
     }
 
+    /// The latest scan of one tenant as the notifier received it (string: a
+    /// `store::tenants::TenantRecord` as JSON — the `TenantSummary` without its
+    /// fingerprint list, plus when the tenant was last scanned completely). What the
+    /// console's Tenants page and `fwdwatch up`'s summary show. Owner: notifier;
+    /// read by the actioner and the CLI. TTL: `notifier.state_ttl`, refreshed by
+    /// every summary, so a tenant no longer scanned ages out.
+    pub fn tenant_summary(&self, tenant: &str) -> String {
+        self.key("tenant_summary", &[tenant])
+    }
+
+    /// Index of the tenants with a `tenant_summary` (set of tenant ids). Members
+    /// whose record has expired are pruned when the list is read. Owner: notifier.
+    /// No TTL.
+    pub fn tenant_summary_index(&self) -> String {
+        self.key("tenant_summary_index", &[])
+    }
+
     // ---- actioner ----
 
     /// Claim on one command id (`claim`, SET NX), so a redelivered or replayed command
@@ -229,6 +246,28 @@ impl Keys {
     /// TTL: longer than that window (15 minutes).
     pub fn slack_interaction(&self, team: &str, interaction: &str) -> String {
         self.key("slack_interaction", &[team, interaction])
+    }
+
+    /// One console session (string: the session as JSON — operator, tenant scope,
+    /// anti-forgery token, expiry). `session_hash` is the SHA-256 (hex) of the
+    /// cookie's value, so the store never holds a usable session id. Owner: actioner.
+    /// TTL: `console.session_ttl`; deleted on sign-out.
+    pub fn console_session(&self, session_hash: &str) -> String {
+        self.key("console_session", &[session_hash])
+    }
+
+    /// A one-time console sign-in link (string: who it signs in as). `ticket_hash`
+    /// is the SHA-256 (hex) of the link's secret; the first use deletes it. Owner:
+    /// actioner (issued by `fwdwatch up`). TTL: `console.sign_in_link_ttl`.
+    pub fn console_sign_in(&self, ticket_hash: &str) -> String {
+        self.key("console_sign_in", &[ticket_hash])
+    }
+
+    /// An Entra ID sign-in in progress (string: the PKCE verifier and the nonce),
+    /// found by the SHA-256 (hex) of its `state`; taken by the callback. Owner:
+    /// actioner. TTL: ten minutes.
+    pub fn console_auth(&self, state_hash: &str) -> String {
+        self.key("console_auth", &[state_hash])
     }
 
     /// The audit trail (stream, trimmed to about `audit::MAX_LEN` entries): every
@@ -363,6 +402,11 @@ mod tests {
             keys.slack_interaction("T1", "trigger"),
             keys.audit(),
             keys.last_run(),
+            keys.tenant_summary("t"),
+            keys.tenant_summary_index(),
+            keys.console_session("s"),
+            keys.console_sign_in("s"),
+            keys.console_auth("s"),
         ];
         for key in &all {
             assert!(key.starts_with("t-123:"), "{key}");

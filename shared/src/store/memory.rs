@@ -74,6 +74,16 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Drops every expired key now; returns how many keys remain. Redis expires keys
+    /// by itself; this twin otherwise drops an expired key only when it is touched,
+    /// so a long-running all-in-one process (`fwdwatch up`) calls this now and then
+    /// to keep its memory bounded by what is live.
+    pub fn purge_expired(&self) -> usize {
+        let mut keyspace = self.lock();
+        keyspace.purge_expired();
+        keyspace.entries.len()
+    }
+
     /// Locks the keyspace. A panic while holding the lock cannot leave an entry
     /// half-written (every mutation is a single map operation), so a poisoned lock
     /// is safe to keep using rather than a reason to fail every later call.
@@ -575,6 +585,20 @@ mod tests {
         assert!(!m("a\\*b", "axb"));
         assert!(m("**a**", "xxaxx"));
         assert!(!m("[abc", "a"));
+    }
+
+    #[tokio::test]
+    async fn purge_drops_expired_keys_nobody_touches() {
+        let store = MemoryStore::new();
+        store
+            .set("short", "v", Some(std::time::Duration::from_millis(1)))
+            .await
+            .expect("set");
+        store.set("kept", "v", None).await.expect("set");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert_eq!(store.lock().entries.len(), 2, "expired but still held");
+        assert_eq!(store.purge_expired(), 1);
+        assert_eq!(store.get("kept").await.expect("get").as_deref(), Some("v"));
     }
 
     #[tokio::test]

@@ -15,7 +15,8 @@
 //!   included) for the operator CLI's all-in-one mode and for unit tests.
 //! - [`Keys`] — every Redis key name, in one place, built from the configured prefix.
 //! - [`allowlist`] and [`audit`] — the domain operations shared by the notifier,
-//!   the actioner and the CLI, written once on top of [`Store`].
+//!   the actioner and the CLI, written once on top of [`Store`]; [`tenants`] — the
+//!   latest scan of each tenant (coverage), written by the notifier.
 //!
 //! Both backends are checked by one conformance suite (`conformance.rs`), which the
 //! unit tests run against [`MemoryStore`] and `tests/store_redis.rs` runs against
@@ -27,6 +28,7 @@ mod error;
 mod keys;
 mod memory;
 mod redis_store;
+pub mod tenants;
 
 #[cfg(test)]
 mod conformance;

@@ -68,7 +68,90 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
             .boxed(),
     };
 
-    let (otel_layer, provider) = match settings.otlp_endpoint.as_deref() {
+    let (provider, tracer) = tracer_provider(settings, service)?;
+    let otel_layer = tracing_opentelemetry::layer().with_tracer(tracer);
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("telemetry already initialised: {e}"))?;
+    let meter_provider = init_metrics(settings, service)?;
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+        meter_provider: Some(meter_provider),
+    })
+}
+
+/// Like [`init`], for an interactive command whose terminal is for people
+/// (`fwdwatch up`): every event `telemetry.log_filter` lets through is written to
+/// `log_file` (in `telemetry.log_format`), and only warnings and errors also reach
+/// `terminal`, one short line each.
+pub fn init_with_log_file<W>(
+    settings: &TelemetrySettings,
+    service: &str,
+    log_file: std::fs::File,
+    terminal: W,
+) -> anyhow::Result<TelemetryGuard>
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&settings.log_filter))
+            .map_err(|e| anyhow::anyhow!("telemetry.log_filter {:?}: {e}", settings.log_filter))
+    };
+    let log_file = std::sync::Arc::new(log_file);
+    let file_layer = match settings.log_format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(false)
+            .with_writer(log_file)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(log_file)
+            .boxed(),
+    };
+    let terminal_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .event_format(
+            tracing_subscriber::fmt::format()
+                .with_target(false)
+                .without_time()
+                .compact(),
+        )
+        .with_writer(terminal);
+    let (provider, tracer) = tracer_provider(settings, service)?;
+    let otel_layer = tracing_opentelemetry::layer().with_tracer(tracer);
+
+    tracing_subscriber::registry()
+        .with(file_layer.with_filter(filter()?))
+        .with(terminal_layer.with_filter(tracing_subscriber::filter::LevelFilter::WARN))
+        .with(otel_layer.with_filter(filter()?))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("telemetry already initialised: {e}"))?;
+    let meter_provider = init_metrics(settings, service)?;
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+        meter_provider: Some(meter_provider),
+    })
+}
+
+/// The tracer provider: exporting over OTLP/HTTP when `telemetry.otlp_endpoint` is
+/// set, else local only.
+fn tracer_provider(
+    settings: &TelemetrySettings,
+    service: &str,
+) -> anyhow::Result<(SdkTracerProvider, opentelemetry_sdk::trace::Tracer)> {
+    let provider = match settings.otlp_endpoint.as_deref() {
         Some(endpoint) if !endpoint.is_empty() => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -83,36 +166,15 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
                         .build(),
                 )
                 .build();
-            let tracer = provider.tracer(format!("fwdwatch-{service}"));
             opentelemetry::global::set_tracer_provider(provider.clone());
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
+            provider
         }
         // No exporter: spans still get OpenTelemetry ids, so `traceparent` flows
         // through the bus and every log line of a scan carries its trace id.
-        _ => {
-            let provider = SdkTracerProvider::builder().build();
-            let tracer = provider.tracer(format!("fwdwatch-{service}"));
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
-        }
+        _ => SdkTracerProvider::builder().build(),
     };
-
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("telemetry already initialised: {e}"))?;
-    let meter_provider = init_metrics(settings, service)?;
-    Ok(TelemetryGuard {
-        provider,
-        meter_provider: Some(meter_provider),
-    })
+    let tracer = provider.tracer(format!("fwdwatch-{service}"));
+    Ok((provider, tracer))
 }
 
 /// Installs the global meter provider: Prometheus always, OTLP when configured.

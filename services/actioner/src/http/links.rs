@@ -330,7 +330,8 @@ async fn stored_result(context: &Context, command_id: &str) -> Option<CommandRes
     }
 }
 
-async fn wait_for_result(context: &Context, command_id: &str) -> Option<CommandResult> {
+/// Waits a few seconds for the executor's result of `command_id` (links and the console).
+pub(crate) async fn wait_for_result(context: &Context, command_id: &str) -> Option<CommandResult> {
     let deadline = tokio::time::Instant::now() + RESULT_WAIT;
     loop {
         if let Some(result) = stored_result(context, command_id).await {

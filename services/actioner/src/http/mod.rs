@@ -8,6 +8,7 @@
 //! | `POST /v1/commands` | a command from an HTTP bot → 202 | bearer token (`actioner.api_tokens`) |
 //! | `GET /v1/commands/{id}` | that command's result | bearer token |
 //! | `GET /healthz`, `GET /readyz` | liveness; broker + Redis reachable | — |
+//! | `/console/…` | the operator's console (see `console`) | Entra ID sign-in or a one-time link; anti-forgery token on every POST |
 //!
 //! Handlers authenticate, authorise and publish a `Command`; none of them touches
 //! Microsoft 365 or the allowlist itself, so every decision goes through the one
@@ -33,6 +34,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::Context;
 
+pub(crate) use links::wait_for_result;
 pub use slack::{SignatureError, verify_signature};
 
 /// Slack's `block_actions` payload embeds the whole alert message (up to 50 blocks),
@@ -44,6 +46,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The actioner's routes on `context`.
 pub fn router(context: Context) -> Router {
+    let console = if context.settings.console.enabled {
+        crate::console::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -52,6 +59,7 @@ pub fn router(context: Context) -> Router {
         .route("/act/{token}", get(links::show).post(links::act))
         .route("/v1/commands", post(api::submit))
         .route("/v1/commands/{command_id}", get(api::status))
+        .merge(console)
         // Prometheus scrapes the actioner on its own port.
         .route(
             "/metrics",
@@ -90,21 +98,27 @@ pub fn router(context: Context) -> Router {
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    if !headers.contains_key(header::REFERRER_POLICY) {
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
-    );
+    // The console sets its own, stricter policy (no inline style) and referrer
+    // policy (see `console`); keep them.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        );
+    }
     headers.insert(
         "x-robots-tag",
         HeaderValue::from_static("noindex, nofollow"),

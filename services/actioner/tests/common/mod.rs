@@ -119,6 +119,12 @@ impl TestApp {
             let _ = axum::serve(reply_listener, reply_app).await;
         });
 
+        // Bound first: the console's public URL (its sign-in redirect) names the port.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the actioner");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+
         let id = uuid::Uuid::new_v4().simple().to_string();
         let env = [
             ("FWDWATCH__AMQP__NAMESPACE", format!("t-{id}")),
@@ -158,6 +164,28 @@ impl TestApp {
             ),
             ("FWDWATCH__TELEMETRY__LOG_FILTER", "warn".to_owned()),
             ("FWDWATCH__ACTIONER__COMMAND_LEASE", "2s".to_owned()),
+            // The console signs operators in with the simulator's Entra ID.
+            ("FWDWATCH__CONSOLE__PUBLIC_URL", format!("http://{addr}")),
+            (
+                "FWDWATCH__CONSOLE__CLIENT_ID",
+                m365_sim::DEFAULT_CLIENT_ID.to_owned(),
+            ),
+            (
+                "FWDWATCH__CONSOLE__CLIENT_SECRET",
+                m365_sim::DEFAULT_CLIENT_SECRET.to_owned(),
+            ),
+            (
+                "FWDWATCH__CONSOLE__OPERATOR_GROUPS",
+                format!(
+                    "{},{}",
+                    m365_sim::OPERATOR_GROUP_ID,
+                    m365_sim::SCOPED_OPERATOR_GROUP_ID
+                ),
+            ),
+            (
+                "FWDWATCH__CONSOLE__OPERATOR_ROLES",
+                m365_sim::OPERATOR_ROLE.to_owned(),
+            ),
         ]
         .map(|(k, v)| (k.to_owned(), v));
         // The broker and Redis are the machine's (127.0.0.1 by default); CI may point
@@ -174,7 +202,12 @@ impl TestApp {
             .actioner
             .operators
             .tenant_scopes
-            .insert(SCOPED_OPERATOR.to_owned(), vec![first_tenant]);
+            .insert(SCOPED_OPERATOR.to_owned(), vec![first_tenant.clone()]);
+        // So are the members of the simulator's scoped operator group in the console.
+        settings.actioner.operators.tenant_scopes.insert(
+            m365_sim::SCOPED_OPERATOR_GROUP_ID.to_owned(),
+            vec![first_tenant],
+        );
         settings
             .actioner
             .api_tokens
@@ -219,10 +252,6 @@ impl TestApp {
             .expect("subscribe to events");
 
         let client = M365Client::new(&settings.m365).expect("M365 client");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the actioner");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let deps = Deps {
             settings: settings.clone(),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fwdwatch_shared::contracts::{AlertKind, Detection, HidingAction, Signal};
+use fwdwatch_shared::contracts::{AlertKind, DeliveryPath, Detection, HidingAction, Signal};
 
 use crate::alert::{PendingAlert, TargetActions};
 use crate::settings::{NotifierConfig, Route};
@@ -241,17 +241,7 @@ pub mod text {
     /// Why addresses that look internal are outside: one line per path, e.g.
     /// `eve@gmail.com via team-sync@contoso.com (MailUniversalDistributionGroup) → …`.
     pub fn paths(d: &Detection) -> Vec<String> {
-        d.paths
-            .iter()
-            .map(|p| {
-                let via: Vec<String> = p
-                    .via
-                    .iter()
-                    .map(|h| format!("{} ({})", h.address, h.kind))
-                    .collect();
-                format!("{} via {}", p.target, via.join(" → "))
-            })
-            .collect()
+        d.paths.iter().map(DeliveryPath::describe).collect()
     }
 
     /// The lines of a coverage alert: reason, fix, since when, what is kept.
