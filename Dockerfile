@@ -36,13 +36,16 @@ RUN set -eu; \
     cargo build --release --locked "$@"
 COPY . .
 # The real sources must look newer than the stubs just compiled, or Cargo would keep
-# the stubs' build of our own crates.
+# the stubs' build of our own crates. The workspace's build output is deleted in the
+# same step: the layer kept for every code change holds the binaries, not gigabytes
+# of target/ (the dependency layer above keeps what later builds reuse).
 RUN set -eu; \
     find . -path ./target -prune -o -name '*.rs' -exec touch {} +; \
     set --; for b in ${BINARIES}; do set -- "$@" --bin "$b"; done; \
     cargo build --release --locked "$@"; \
     mkdir -p /out; \
-    for b in ${BINARIES}; do cp "target/release/$b" /out/; done
+    for b in ${BINARIES}; do cp "target/release/$b" /out/; done; \
+    rm -rf target
 
 FROM ${DEBIAN_IMAGE} AS runtime
 # ca-certificates: TLS to Microsoft 365, Slack, Teams and webhooks. Nothing else:
