@@ -13,6 +13,8 @@ non-zero with one line per problem.
   validate.py k8s NAME BUILT_YAML OUT_DIR    policy + KEDA schemas on `kustomize build` output;
                                              writes OUT_DIR/NAME-core.yaml for kubernetes-validate
   validate.py probe                          deploy/docker/fwdwatch-probe against a local server
+  validate.py images                         official base images ↔ deploy/local-images.sh stand-ins
+  validate.py scripts                        the image's setup/entrypoint scripts in temporary dirs
 
 Configuration keys are read from shared/src/config.rs (the `Settings` structs), so a
 FWDWATCH__… variable or a TOML key that the services would refuse at start-up
@@ -242,21 +244,39 @@ def cmd_dockerfile() -> int:
             p.error(f"binary `{name}`: its source {src.relative_to(ROOT)} does not exist yet")
         else:
             p.ok(f"binary {name} ← {src.relative_to(ROOT)}")
-    if not re.search(r"^FROM debian:\$\{DEBIAN_RELEASE\}-slim AS runtime$", text, re.M):
-        p.error("runtime stage must be `FROM debian:${DEBIAN_RELEASE}-slim AS runtime`")
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    if not re.search(r"^FROM \$\{DEBIAN_IMAGE\} AS runtime$", text, re.M):
+        p.error("runtime stage must be `FROM ${DEBIAN_IMAGE} AS runtime`")
+    if not re.fullmatch(r"debian:[a-z]+-slim", args.get("DEBIAN_IMAGE", "")):
+        p.error(f"ARG DEBIAN_IMAGE must default to an official debian:<suite>-slim image, is {args.get('DEBIAN_IMAGE')!r}")
+    if not re.fullmatch(r"rust:\d+\.\d+-[a-z]+", args.get("RUST_IMAGE", "")):
+        p.error(f"ARG RUST_IMAGE must default to an official rust:<version>-<suite> image, is {args.get('RUST_IMAGE')!r}")
+    # Offline and builder-neutral: nothing fetched to parse the file, nothing BuildKit-only.
+    if re.search(r"^#\s*syntax\s*=", text, re.M | re.I):
+        p.error("no `# syntax=` line: it fetches a frontend image, which fails where no registry answers")
+    if re.search(r"^(RUN|COPY|ADD)\s.*--(mount|chmod|link|parents|exclude)\b", text, re.M):
+        p.error("BuildKit-only flags (--mount, --chmod, --link…) break the classic builder (docker.io without buildx)")
+    if "ENTRYPOINT [\"/usr/local/bin/fwdwatch-entrypoint\"]" not in text:
+        p.error("the runtime ENTRYPOINT must be /usr/local/bin/fwdwatch-entrypoint (compose secrets, demo)")
+    for script in ("fwdwatch-probe", "fwdwatch-entrypoint", "fwdwatch-setup", "cargo-stub-workspace"):
+        path = ROOT / "deploy" / "docker" / script
+        if not path.exists() or not os.access(path, os.X_OK):
+            p.error(f"deploy/docker/{script} must exist and be executable (COPY keeps the mode)")
     if f"USER {RUNTIME_UID}:{RUNTIME_UID}" not in text:
         p.error(f"runtime must run as `USER {RUNTIME_UID}:{RUNTIME_UID}` (numeric, non-root)")
     if "--locked" not in text:
         p.error("cargo must build with --locked")
-    for src in re.findall(r"^COPY (?:--chmod=\S+ )?(deploy/\S+) ", text, re.M):
-        if not (ROOT / src).exists():
-            p.error(f"COPY source {src} does not exist")
+    for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
+        for src in line.split()[:-1]:
+            if src.startswith("deploy/") and not (ROOT / src).exists():
+                p.error(f"COPY source {src} does not exist")
     dockerignore = (ROOT / ".dockerignore").read_text().split()
     if "target" not in dockerignore and "target/" not in dockerignore:
         p.error(".dockerignore must exclude target")
     if ".env" not in dockerignore:
         p.error(".dockerignore must exclude .env")
-    p.ok("runtime: debian slim, numeric non-root user 10001, --locked build, COPY sources exist")
+    p.ok("runtime: debian slim (ARG DEBIAN_IMAGE), numeric non-root user 10001, --locked build, COPY sources exist")
+    p.ok("no `# syntax=` line and no BuildKit-only flags: builds offline with BuildKit or the classic builder")
     p.ok(".dockerignore excludes target/ and .env")
     return p.finish()
 
@@ -270,8 +290,16 @@ def _command(svc: dict) -> list[str]:
     return cmd if isinstance(cmd, list) else str(cmd).split()
 
 
+SECRETS_MOUNT = "/var/lib/fwdwatch/secrets"
+ONE_SHOT = {"setup", "first-scan"}
+
+
+def _mounts(svc: dict) -> dict[str, dict]:
+    return {v.get("target"): v for v in svc.get("volumes") or []}
+
+
 def cmd_compose(config_json: str) -> int:
-    p = Problems("docker-compose.yml (resolved with --profile demo --profile observability)")
+    p = Problems("docker-compose.yml (resolved with no .env and --profile observability)")
     model = config_model()
     cfg = json.loads(Path(config_json).read_text())
     services: dict = cfg.get("services", {})
@@ -279,8 +307,8 @@ def cmd_compose(config_json: str) -> int:
     raw_services: dict = raw.get("services", {})
 
     expected_profiles = {
-        "rabbitmq": None, "redis": None, "enumerator": None, "scanner": None, "notifier": None,
-        "actioner": None, "m365-sim": "demo", "demo-scan": "demo",
+        "setup": None, "rabbitmq": None, "redis": None, "m365-sim": None, "enumerator": None,
+        "scanner": None, "notifier": None, "actioner": None, "first-scan": None,
         "otel-collector": "observability", "jaeger": "observability",
     }
     for name, profile in expected_profiles.items():
@@ -289,15 +317,19 @@ def cmd_compose(config_json: str) -> int:
             continue
         profiles = services[name].get("profiles") or []
         if profile is None and profiles:
-            p.error(f"service `{name}` must run without a profile, has {profiles}")
+            p.error(f"service `{name}` must run without a profile (plain `docker compose up`), has {profiles}")
         if profile is not None and profiles != [profile]:
             p.error(f"service `{name}` must be in profile `{profile}` only, has {profiles}")
-    p.ok("services present, simulator and one-shot scan under `demo`, collector and Jaeger under `observability`")
+    p.ok("setup, RabbitMQ, Redis, simulator, the four services and first-scan start with plain `up`; collector and Jaeger under `observability`")
 
-    fwd = {n: s for n, s in services.items() if _command(s)[:1] and _command(s)[0] in IMAGE_BINARIES}
-    images = {s.get("image") for s in fwd.values()}
-    if len(images) != 1:
-        p.error(f"every fwdwatch container must use the one image, found {images}")
+    image = services.get("enumerator", {}).get("image")
+    fwd = {n: s for n, s in services.items() if s.get("image") == image}
+    builders = [n for n, s in fwd.items() if s.get("build")]
+    if builders != ["setup"]:
+        p.error(f"exactly one service (setup) may build the image, found {builders} (several would build it at once)")
+    for name in ("setup", "m365-sim", "first-scan", *(b.removeprefix("fwdwatch-") for b in SERVICE_BINARIES)):
+        if name in services and name not in fwd:
+            p.error(f"{name}: must run the fwdwatch image {image}")
     for name, svc in fwd.items():
         if str(svc.get("user", "")) != f"{RUNTIME_UID}:{RUNTIME_UID}":
             p.error(f"{name}: user must be {RUNTIME_UID}:{RUNTIME_UID}")
@@ -306,35 +338,63 @@ def cmd_compose(config_json: str) -> int:
         if "ALL" not in (svc.get("cap_drop") or []):
             p.error(f"{name}: cap_drop ALL expected")
         one_shot = svc.get("restart") == "no"
+        if one_shot != (name in ONE_SHOT):
+            p.error(f"{name}: restart \"no\" is for the one-shot services {sorted(ONE_SHOT)} only")
         hc = svc.get("healthcheck") or {}
         if not one_shot and (hc.get("disable") or not hc.get("test")):
             p.error(f"{name}: a health check is required")
-        if name != "m365-sim":
-            deps = svc.get("depends_on") or {}
+        deps = svc.get("depends_on") or {}
+        if name not in ("setup", "m365-sim"):
             for dep in ("rabbitmq", "redis"):
                 if (deps.get(dep) or {}).get("condition") != "service_healthy":
                     p.error(f"{name}: depends_on {dep} with condition service_healthy expected")
+            if (deps.get("setup") or {}).get("condition") != "service_completed_successfully":
+                p.error(f"{name}: depends_on setup with condition service_completed_successfully expected")
+            sim = deps.get("m365-sim") or {}
+            if sim.get("condition") != "service_healthy" or sim.get("required") is not False:
+                p.error(f"{name}: depends_on m365-sim healthy with required: false expected (it exits when Microsoft 365 is configured)")
+        mount = _mounts(svc).get(SECRETS_MOUNT)
+        if name == "setup":
+            if not mount or mount.get("source") != "secrets" or mount.get("read_only"):
+                p.error(f"setup: the `secrets` volume must be mounted writable at {SECRETS_MOUNT}")
+        elif name != "m365-sim" and (not mount or mount.get("source") != "secrets" or not mount.get("read_only")):
+            p.error(f"{name}: the `secrets` volume must be mounted read-only at {SECRETS_MOUNT}")
         for key in (svc.get("environment") or {}):
             err = model.check_env_name(key)
             if err:
                 p.error(f"{name}: {err}")
-    p.ok(f"fwdwatch containers {sorted(fwd)}: one image, uid {RUNTIME_UID}, read-only, no capabilities, health checks, start after healthy RabbitMQ and Redis, valid FWDWATCH__ keys")
+    p.ok(f"fwdwatch containers {sorted(fwd)}: one image built once, uid {RUNTIME_UID}, read-only, no capabilities, "
+         "health checks, start after setup and healthy RabbitMQ and Redis, secrets volume read-only, valid FWDWATCH__ keys")
 
     for name in SERVICE_BINARIES:
         svc_name = name.removeprefix("fwdwatch-")
         if _command(services.get(svc_name, {}))[:1] != [name]:
             p.error(f"service `{svc_name}` must run `{name}`")
+    commands = {
+        "setup": ["fwdwatch-setup", "secrets"],
+        "m365-sim": ["fwdwatch-setup", "simulator"],
+        "first-scan": ["fwdwatch-setup", "first-scan"],
+    }
+    for name, prefix in commands.items():
+        if _command(services.get(name, {}))[:2] != prefix:
+            p.error(f"service `{name}` must run `{' '.join(prefix)}`")
     sim = services.get("m365-sim", {})
     if "0.0.0.0:8365" not in _command(sim):
         p.error("m365-sim must listen on 0.0.0.0:8365")
-    if "--once" not in _command(services.get("demo-scan", {})):
-        p.error("demo-scan must run `fwdwatch-enumerator --once`")
-    for name in ("enumerator", "scanner", "actioner", "demo-scan"):
+    if sim.get("restart") != "on-failure":
+        p.error("m365-sim: restart on-failure expected (its clean exit when Microsoft 365 is configured must stay an exit)")
+    for name in ("enumerator", "scanner", "actioner", "first-scan", "m365-sim"):
         env = services.get(name, {}).get("environment") or {}
-        for key in ("FWDWATCH__M365__LOGIN_URL", "FWDWATCH__M365__GRAPH_URL", "FWDWATCH__M365__EXO_URL"):
-            if env.get(key) != "http://m365-sim:8365":
-                p.error(f"{name}: with .env.example, {key} must point at http://m365-sim:8365 (got {env.get(key)!r})")
-    p.ok("with .env.example the Microsoft 365 clients point at the simulator; demo-scan runs --once")
+        if env.get("FWDWATCH_SIMULATOR_URL") != "http://m365-sim:8365":
+            p.error(f"{name}: FWDWATCH_SIMULATOR_URL=http://m365-sim:8365 expected (the demo without .env)")
+        for key in ("FWDWATCH__M365__LOGIN_URL", "FWDWATCH__M365__GRAPH_URL", "FWDWATCH__M365__EXO_URL",
+                    "FWDWATCH__M365__CLIENT_SECRET", "FWDWATCH__M365__PARTNER_TENANT_ID"):
+            if name != "m365-sim" and key not in (raw_services.get(name, {}).get("environment") or {}) \
+                    and key not in env:
+                p.error(f"{name}: {key} must be passed through from .env (real tenants)")
+            if env.get(key) is not None:
+                p.error(f"{name}: with no .env, {key} must be unset (the entrypoint picks the simulator), is {env.get(key)!r}")
+    p.ok("with no .env the Microsoft 365 clients use the simulator; credentials in .env pass through; first-scan prints and scans once")
 
     scanner = services.get("scanner", {})
     if scanner.get("container_name"):
@@ -349,28 +409,50 @@ def cmd_compose(config_json: str) -> int:
         if ports and name not in allowed_ports:
             p.error(f"{name}: publishes {ports}; only the actioner (and RabbitMQ management / Jaeger UI) may")
         for port in ports:
-            if name != "actioner" and port.get("host_ip") != "127.0.0.1":
-                p.error(f"{name}: convenience port {port.get('target')} must bind 127.0.0.1 by default")
+            if port.get("host_ip") != "127.0.0.1":
+                p.error(f"{name}: port {port.get('target')} must bind 127.0.0.1 by default")
     if [pt.get("target") for pt in services.get("actioner", {}).get("ports") or []] != [ACTIONER_PORT]:
         p.error(f"actioner must publish its port {ACTIONER_PORT}")
     if (services.get("actioner", {}).get("environment") or {}).get("FWDWATCH__ACTIONER__LISTEN") != f"0.0.0.0:{ACTIONER_PORT}":
         p.error(f"actioner must listen on 0.0.0.0:{ACTIONER_PORT} in its container")
-    p.ok("only the actioner publishes a port; RabbitMQ management and Jaeger UI on 127.0.0.1")
+    link_base = (services.get("notifier", {}).get("environment") or {}).get("FWDWATCH__NOTIFIER__LINK_BASE_URL")
+    if link_base != f"http://localhost:{ACTIONER_PORT}":
+        p.error(f"with no .env, links must point at the published actioner (http://localhost:{ACTIONER_PORT}), not {link_base!r}")
+    p.ok("only the actioner publishes a port, on 127.0.0.1 like the RabbitMQ management and Jaeger UIs; links point at it")
 
     rmq, redis = services.get("rabbitmq", {}), services.get("redis", {})
-    if "rabbitmq-diagnostics" not in json.dumps((rmq.get("healthcheck") or {}).get("test")):
-        p.error("rabbitmq health check must be `rabbitmq-diagnostics -q ping`")
+    for name, svc in (("rabbitmq", rmq), ("redis", redis)):
+        if str(svc.get("user", "")) in ("", "0", "root") or str(svc.get("user", "")).startswith(("0:", "root")):
+            p.error(f"{name}: must run as a non-root user")
+        if not svc.get("read_only"):
+            p.error(f"{name}: read_only root filesystem expected")
+        if "ALL" not in (svc.get("cap_drop") or []):
+            p.error(f"{name}: cap_drop ALL expected")
+        mount = _mounts(svc).get(SECRETS_MOUNT)
+        if not mount or mount.get("source") != "secrets" or not mount.get("read_only"):
+            p.error(f"{name}: the `secrets` volume must be mounted read-only at {SECRETS_MOUNT} (its password)")
+        if str(RUNTIME_UID) not in [str(g) for g in svc.get("group_add") or []]:
+            p.error(f"{name}: group_add {RUNTIME_UID} expected (reads the generated password)")
+        if ((svc.get("depends_on") or {}).get("setup") or {}).get("condition") != "service_completed_successfully":
+            p.error(f"{name}: depends_on setup (service_completed_successfully) expected")
+    if "check_port_connectivity" not in json.dumps((rmq.get("healthcheck") or {}).get("test")):
+        p.error("rabbitmq health check must be `rabbitmq-diagnostics -q check_port_connectivity` (ping answers before AMQP listens)")
     if not any(v.get("target") == "/var/lib/rabbitmq" for v in rmq.get("volumes") or []):
         p.error("rabbitmq needs a volume on /var/lib/rabbitmq")
     if not rmq.get("hostname"):
         p.error("rabbitmq needs a fixed hostname (its data directory follows the node name)")
+    if "rabbitmq_password" not in " ".join(rmq.get("entrypoint") or []):
+        p.error("rabbitmq must take its password from the generated secret")
     if "redis-cli" not in json.dumps((redis.get("healthcheck") or {}).get("test")):
         p.error("redis health check must be `redis-cli ping`")
     if "--appendonly yes" not in " ".join(_command(redis)):
         p.error("redis must run with --appendonly yes")
+    if "redis_password" not in " ".join(_command(redis)):
+        p.error("redis must take its password from the generated secret")
     if not any(v.get("target") == "/data" and v.get("type") == "volume" for v in redis.get("volumes") or []):
         p.error("redis needs a named volume on /data")
-    p.ok("RabbitMQ: diagnostics ping, fixed hostname, volume; Redis: append-only, named volume, redis-cli ping")
+    p.ok("RabbitMQ and Redis: non-root, read-only, password from the secrets volume; listeners checked, fixed hostname, "
+         "volume; append-only file on a named volume, redis-cli ping")
 
     # Secrets never written into docker-compose.yml itself: a secret-typed setting is
     # either passed through (no value) or interpolated from .env.
@@ -866,6 +948,184 @@ def cmd_probe() -> int:
     return p.finish()
 
 
+# ---------------------------------------------------------------------------------------
+# Base images: official defaults ↔ local stand-ins
+
+
+def _default(text: str, var: str) -> str | None:
+    m = re.search(r"\$\{" + var + r":-([^}]+)\}", text)
+    return m.group(1) if m else None
+
+
+def cmd_images() -> int:
+    p = Problems("base images (Dockerfile, compose files, deploy/local-images.sh)")
+    script = (ROOT / "deploy" / "local-images.sh").read_text()
+    official = dict(re.findall(r"^OFFICIAL_(\w+)=(\S+)$", script, re.M))
+    dockerfile = dict(re.findall(r"^ARG (\w+)=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M))
+    compose = (ROOT / "docker-compose.yml").read_text()
+    smoke = (ROOT / "deploy" / "smoke" / "compose.smoke.yml").read_text()
+    pairs = [
+        ("DEBIAN", "Dockerfile ARG DEBIAN_IMAGE", dockerfile.get("DEBIAN_IMAGE")),
+        ("RUST", "Dockerfile ARG RUST_IMAGE", dockerfile.get("RUST_IMAGE")),
+        ("RABBITMQ", "docker-compose.yml RABBITMQ_IMAGE", _default(compose, "RABBITMQ_IMAGE")),
+        ("REDIS", "docker-compose.yml REDIS_IMAGE", _default(compose, "REDIS_IMAGE")),
+        ("PYTHON", "deploy/smoke/compose.smoke.yml PYTHON_IMAGE", _default(smoke, "PYTHON_IMAGE")),
+    ]
+    for key, where, value in pairs:
+        if official.get(key) != value:
+            p.error(f"{where} defaults to {value!r}, deploy/local-images.sh OFFICIAL_{key} is {official.get(key)!r}")
+    p.ok("deploy/local-images.sh stands in for exactly the images the Dockerfile and compose files default to")
+    for dockerfile_path in sorted((ROOT / "deploy" / "images").glob("*/Dockerfile")):
+        text = dockerfile_path.read_text()
+        rel = dockerfile_path.relative_to(ROOT)
+        if not re.search(r"^ARG (BASE|ROOTFS)_IMAGE=fwdwatch-local/", text, re.M):
+            p.error(f"{rel}: must build on a local image (ARG BASE_IMAGE=fwdwatch-local/…)")
+        if re.search(r"^#\s*syntax\s*=|--mount|--chmod", text, re.M):
+            p.error(f"{rel}: must build with the classic builder too (no `# syntax=`, --mount, --chmod)")
+    p.ok("deploy/images/*/Dockerfile build on the local Debian image, with any builder")
+    sim = (ROOT / "sim" / "src" / "lib.rs").read_text()
+    entry = (ROOT / "deploy" / "docker" / "fwdwatch-entrypoint").read_text()
+    for const, var in (("PARTNER_TENANT_ID", "SIM_PARTNER_TENANT_ID"), ("CLIENT_ID", "SIM_CLIENT_ID"),
+                       ("CLIENT_SECRET", "SIM_CLIENT_SECRET")):
+        m = re.search(rf'pub const DEFAULT_{const}: &str = "([^"]+)";', sim)
+        e = re.search(rf"^readonly {var}=(\S+)$", entry, re.M)
+        if not m or not e or m.group(1) != e.group(1):
+            p.error(f"fwdwatch-entrypoint {var} must equal sim/src/lib.rs DEFAULT_{const}")
+    p.ok("the entrypoint's demo identity is the simulator's (sim/src/lib.rs DEFAULT_*)")
+    return p.finish()
+
+
+# ---------------------------------------------------------------------------------------
+# The image's scripts, run here against temporary directories
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run(args, env={**base, **env}, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def _env_of(output: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+
+def cmd_scripts() -> int:
+    import stat  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    p = Problems("image scripts (deploy/docker/fwdwatch-setup, fwdwatch-entrypoint, cargo-stub-workspace)")
+    docker = ROOT / "deploy" / "docker"
+    setup, entry = str(docker / "fwdwatch-setup"), str(docker / "fwdwatch-entrypoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        secrets = Path(tmp) / "secrets"
+        secrets.mkdir()
+        env = {"FWDWATCH_SECRETS_DIR": str(secrets), "RABBITMQ_USER": "fwd"}
+        first = _run(["bash", setup, "secrets"], env)
+        files = {f.name: f for f in secrets.iterdir()}
+        link = files.get("FWDWATCH__SECURITY__LINK_SECRET")
+        if first.returncode != 0 or "first start: generated" not in first.stdout or link is None:
+            p.error(f"fwdwatch-setup secrets (first start): exit {first.returncode}: {first.stdout}{first.stderr}")
+        else:
+            values = {n: f.read_text() for n, f in files.items()}
+            for name in ("rabbitmq_password", "redis_password", "FWDWATCH__SECURITY__LINK_SECRET"):
+                if not re.fullmatch(r"[0-9a-f]{64}", values.get(name, "")):
+                    p.error(f"generated {name} is not 64 random hex digits")
+            if values["FWDWATCH__AMQP__URL"] != f"amqp://fwd:{values['rabbitmq_password']}@rabbitmq:5672/%2f":
+                p.error("FWDWATCH__AMQP__URL does not carry RABBITMQ_USER and the generated password")
+            if values["FWDWATCH__REDIS__URL"] != f"redis://:{values['redis_password']}@redis:6379/0":
+                p.error("FWDWATCH__REDIS__URL does not carry the generated password")
+            modes = {n: stat.S_IMODE(f.stat().st_mode) for n, f in files.items()}
+            if any(m != 0o440 for m in modes.values()):
+                p.error(f"secret files must be mode 0440 (owner and group read), are {modes}")
+            if any(v in first.stdout + first.stderr for v in values.values()):
+                p.error("fwdwatch-setup printed a secret")
+            second = _run(["bash", setup, "secrets"], env)
+            again = {f.name: f.read_text() for f in secrets.iterdir()}
+            if second.returncode != 0 or again != values or "using the ones generated" not in second.stdout:
+                p.error("fwdwatch-setup secrets (second start) must keep every value")
+            # Another installation gets other secrets: nothing is a fixed default.
+            other = Path(tmp) / "other"
+            other.mkdir()
+            _run(["bash", setup, "secrets"], {"FWDWATCH_SECRETS_DIR": str(other)})
+            if (other / "FWDWATCH__SECURITY__LINK_SECRET").read_text() == values["FWDWATCH__SECURITY__LINK_SECRET"]:
+                p.error("two installs got the same link secret")
+        bad = _run(["bash", setup, "secrets"], {**env, "RABBITMQ_USER": "a b@c"})
+        if bad.returncode == 0:
+            p.error("fwdwatch-setup secrets accepted a RABBITMQ_USER that breaks the URL")
+        p.ok("secrets: generated once (64 hex digits, mode 0440, never printed), kept on the next start, "
+             "different per install; broker and store URLs derived")
+
+        # The entrypoint: secrets from files unless set; the demo unless Microsoft 365 is configured.
+        (secrets / "FWDWATCH__BAD NAME").write_text("x")
+        sim = {"FWDWATCH_SIMULATOR_URL": "http://m365-sim:8365"}
+        demo = _env_of(_run(["bash", entry, "env"], {**env, **sim}).stdout)
+        if demo.get("FWDWATCH__AMQP__URL") != (secrets / "FWDWATCH__AMQP__URL").read_text():
+            p.error("the entrypoint does not load FWDWATCH__AMQP__URL from the secrets volume")
+        if any(" " in k for k in demo):
+            p.error("the entrypoint exported a malformed file name")
+        if demo.get("FWDWATCH__M365__LOGIN_URL") != "http://m365-sim:8365" or demo.get("FWDWATCH_M365_TARGET") != "simulator" \
+                or not demo.get("FWDWATCH__M365__CLIENT_SECRET"):
+            p.error("with nothing Microsoft 365 configured, the entrypoint must select the simulator")
+        if "FWDWATCH_SIMULATOR_URL" in demo:
+            p.error("the entrypoint must not pass FWDWATCH_SIMULATOR_URL on")
+        real = _env_of(_run(["bash", entry, "env"], {**env, **sim, "FWDWATCH__M365__CLIENT_SECRET": "s",
+                                                      "FWDWATCH__SECURITY__LINK_SECRET": "from-env-0123456789"}).stdout)
+        if "FWDWATCH__M365__LOGIN_URL" in real or real.get("FWDWATCH_M365_TARGET") != "configured":
+            p.error("with a Microsoft 365 credential set, the entrypoint must leave the URLs to the configuration")
+        if real.get("FWDWATCH__SECURITY__LINK_SECRET") != "from-env-0123456789":
+            p.error("a value from .env must win over the generated one")
+        half = _env_of(_run(["bash", entry, "env"], {**env, **sim, "FWDWATCH__M365__CLIENT_ID": "x"}).stdout)
+        if half.get("FWDWATCH_M365_TARGET") != "configured" or "FWDWATCH__M365__CLIENT_SECRET" in half:
+            p.error("a partly configured Microsoft 365 must not silently fall back to the simulator")
+        plain = _env_of(_run(["bash", entry, "env"], env).stdout)
+        if "FWDWATCH__M365__LOGIN_URL" in plain or "FWDWATCH_M365_TARGET" in plain:
+            p.error("without FWDWATCH_SIMULATOR_URL the entrypoint must not touch Microsoft 365 settings")
+        p.ok("entrypoint: secrets from the volume unless .env sets them; simulator only when nothing Microsoft 365 is configured")
+
+        fake = Path(tmp) / "bin"
+        fake.mkdir()
+        (fake / "m365-sim").write_text("#!/bin/sh\necho \"m365-sim $*\"\n")
+        (fake / "m365-sim").chmod(0o755)
+        path = f"{fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        started = _run(["bash", setup, "simulator", "--listen", "0.0.0.0:8365"], {"PATH": path, "FWDWATCH_M365_TARGET": "simulator"})
+        skipped = _run(["bash", setup, "simulator", "--listen", "0.0.0.0:8365"], {"PATH": path, "FWDWATCH_M365_TARGET": "configured"})
+        if "m365-sim --listen 0.0.0.0:8365" not in started.stdout:
+            p.error("fwdwatch-setup simulator must run m365-sim with its arguments in the demo")
+        if skipped.returncode != 0 or "m365-sim" in skipped.stdout.replace("simulator is not started", ""):
+            p.error("fwdwatch-setup simulator must exit 0 without starting it when Microsoft 365 is configured")
+        p.ok("simulator: started in the demo, a clean exit when Microsoft 365 is configured")
+
+        # The dependency layer's recipe: a workspace Cargo reads like the real one.
+        recipe = Path(tmp) / "recipe"
+        recipe.mkdir()
+        made = _run(["sh", str(docker / "cargo-stub-workspace"), str(ROOT), str(recipe)], {})
+        if made.returncode != 0:
+            p.error(f"cargo-stub-workspace failed: {made.stderr}")
+        elif shutil_which("cargo"):
+            def targets(manifest: Path) -> set[tuple[str, str]]:
+                out = _run(["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline",
+                            "--manifest-path", str(manifest)], {"HOME": os.environ.get("HOME", "/root"),
+                                                                 "CARGO_HOME": os.environ.get("CARGO_HOME", "")})
+                if out.returncode != 0:
+                    p.error(f"cargo metadata {manifest}: {out.stderr.strip()[:300]}")
+                    return set()
+                meta = json.loads(out.stdout)
+                return {(pkg["name"], t["name"]) for pkg in meta["packages"] for t in pkg["targets"]}
+            real_targets, stub_targets = targets(ROOT / "Cargo.toml"), targets(recipe / "Cargo.toml")
+            if real_targets != stub_targets:
+                p.error(f"the stub workspace's targets differ: {sorted(real_targets ^ stub_targets)}")
+            else:
+                p.ok(f"cargo-stub-workspace: Cargo reads the stub workspace with the same {len(real_targets)} targets")
+        else:
+            p.ok("cargo-stub-workspace ran (no cargo here to compare targets)")
+    return p.finish()
+
+
+def shutil_which(name: str) -> str | None:
+    import shutil  # noqa: PLC0415
+
+    return shutil.which(name)
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
@@ -879,6 +1139,8 @@ def main(argv: list[str]) -> int:
         "kustomize-files": cmd_kustomize_files,
         "k8s": cmd_k8s,
         "probe": cmd_probe,
+        "images": cmd_images,
+        "scripts": cmd_scripts,
     }
     if cmd not in table:
         print(f"unknown subcommand {cmd}\n{__doc__}", file=sys.stderr)
