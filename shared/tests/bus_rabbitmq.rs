@@ -221,3 +221,40 @@ async fn connection_loss_is_recovered() {
     })
     .await;
 }
+
+/// A consumer whose channel the broker closed — here its queue deleted and then
+/// declared again, as when a restarted broker answers the consumer's
+/// re-registration before its quorum queues are back — consumes again instead of
+/// going deaf: the message published afterwards arrives on the same subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_channel_closed_consumes_again() {
+    use fwdwatch_shared::bus::{ROUTE_JOB, outgoing};
+    use fwdwatch_shared::contracts::{ScanJob, decode};
+
+    run(|bus, topo| async move {
+        bus.declare(&topo).await.expect("declare");
+        let mut sub = bus
+            .subscribe(&topo.scan_jobs_queue(), 4)
+            .await
+            .expect("subscribe");
+        let other = connect(&topo).await;
+        other.teardown(&topo, &[]).await.expect("delete the queues");
+        let receiving = tokio::spawn(async move {
+            let got = common::recv(&mut sub).await;
+            let job: ScanJob = decode(&got.body).expect("decodes");
+            got.ack().await.expect("ack on the new channel");
+            job.tenant.id
+        });
+        // Long enough for the consumer to notice and fail to consume at least once.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        other.declare(&topo).await.expect("declare again");
+        other
+            .publish(outgoing(&topo.scan_exchange(), ROUTE_JOB, &common::job(7)))
+            .await
+            .expect("publish");
+        let tenant = receiving.await.expect("the subscription kept consuming");
+        assert_eq!(tenant, "tenant-7");
+        let _ = other.close().await;
+    })
+    .await;
+}

@@ -15,6 +15,13 @@
 //! fix is retried after `wait_for_recovery`, a bounded number of times for
 //! publishes. Errors recovery refuses are returned: a service then exits and its
 //! supervisor restarts it (lapin 4.12's connection recovery; see its CHANGELOG).
+//!
+//! A consumer does not rely on recovery alone: a broker that listens again before
+//! its quorum queues are back refuses the re-registered consumer (NOT_FOUND) and the
+//! channel stays closed. A subscription whose channel did not come back within
+//! `RECOVERY_WAIT`, or that the broker closed, consumes again on a new channel, for
+//! up to `RESUBSCRIBE_DEADLINE`, rather than going deaf while the process looks
+//! healthy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -45,6 +52,11 @@ const PUBLISH_ATTEMPTS: u32 = 3;
 const TCP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the AMQP handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a consumer waits for lapin's recovery to bring its channel back before
+/// it opens a new one itself.
+const RECOVERY_WAIT: Duration = Duration::from_secs(20);
+/// How long a consumer keeps trying to consume again after a connection loss.
+const RESUBSCRIBE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// A [`Bus`] on RabbitMQ. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -241,6 +253,26 @@ async fn close_quietly(channel: &Channel) {
     }
 }
 
+/// Closes a replaced consumer channel, now or once lapin's recovery brings it back
+/// (a recovered channel would re-register its consumer and hold deliveries nobody
+/// reads).
+fn close_when_recovered(channel: Channel) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + RESUBSCRIBE_DEADLINE;
+        while tokio::time::Instant::now() < deadline {
+            let status = channel.status();
+            if status.connected() {
+                close_quietly(&channel).await;
+                return;
+            }
+            if !status.reconnecting() && !status.initializing() {
+                return; // closed for good: nothing to do
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
 /// AMQP names and ids are short strings (at most 255 bytes).
 fn short(what: &'static str, value: &str) -> Result<ShortString, BusError> {
     ShortString::try_new(value).map_err(|error| BusError::Invalid {
@@ -414,6 +446,39 @@ fn confirmed(confirmation: Confirmation) -> Confirmed {
 }
 
 impl Inner {
+    /// A channel with `prefetch` consuming `queue` (manual acks) under `tag`.
+    async fn consume(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        tag: &str,
+    ) -> Result<(Channel, lapin::Consumer), BusError> {
+        let channel = self.channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(|e| BusError::amqp("set the prefetch", e))?;
+        let consumer = channel
+            .basic_consume(
+                short("queue", queue)?,
+                short("consumer tag", tag)?,
+                BasicConsumeOptions::default(), // manual acks
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    BusError::NotFound {
+                        what: "queue",
+                        name: queue.to_owned(),
+                    }
+                } else {
+                    BusError::amqp(format!("consume {queue:?}"), e)
+                }
+            })?;
+        Ok((channel, consumer))
+    }
+
     async fn channel(&self) -> Result<Channel, BusError> {
         self.connection
             .create_channel()
@@ -698,35 +763,14 @@ impl Bus for RabbitBus {
                 reason: "must be at least 1".into(),
             });
         }
-        let channel = self.inner.channel().await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(|e| BusError::amqp("set the prefetch", e))?;
         let tag = format!("fwdwatch-{}", uuid::Uuid::new_v4());
-        let consumer = channel
-            .basic_consume(
-                short("queue", queue)?,
-                short("consumer tag", &tag)?,
-                BasicConsumeOptions::default(), // manual acks
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    BusError::NotFound {
-                        what: "queue",
-                        name: queue.to_owned(),
-                    }
-                } else {
-                    BusError::amqp(format!("consume {queue:?}"), e)
-                }
-            })?;
+        let (channel, consumer) = self.inner.consume(queue, prefetch, &tag).await?;
         Ok(Box::new(RabbitSubscription {
             inner: self.inner.clone(),
             channel,
             consumer,
             queue: queue.to_owned(),
+            prefetch,
             tag,
             cancelled: false,
         }))
@@ -778,6 +822,7 @@ struct RabbitSubscription {
     channel: Channel,
     consumer: lapin::Consumer,
     queue: String,
+    prefetch: u16,
     tag: String,
     cancelled: bool,
 }
@@ -786,18 +831,34 @@ struct RabbitSubscription {
 impl Subscription for RabbitSubscription {
     async fn next(&mut self) -> Option<Result<Incoming, BusError>> {
         loop {
-            match self.consumer.next().await? {
-                Ok(delivery) => return Some(Ok(self.incoming(delivery))),
-                Err(error) => {
+            match self.consumer.next().await {
+                Some(Ok(delivery)) => return Some(Ok(self.incoming(delivery))),
+                Some(Err(error)) => {
                     tracing::warn!(%error, queue = %self.queue, "Consumer error; waiting for the connection to recover.");
-                    // Recovery re-registers the consumer on the same stream.
-                    if let Err(error) = self.channel.wait_for_recovery(error).await {
-                        return Some(Err(BusError::amqp(
-                            format!("consume {:?}", self.queue),
-                            error,
-                        )));
+                    // Recovery normally re-registers the consumer on the same stream.
+                    // It can also stall or fail for this channel — a broker that
+                    // listens again before its quorum queues are back answers the
+                    // re-registration with NOT_FOUND — so the wait is bounded and a
+                    // channel that did not come back is replaced by a new consumer.
+                    let recovered =
+                        tokio::time::timeout(RECOVERY_WAIT, self.channel.wait_for_recovery(error))
+                            .await;
+                    if matches!(recovered, Ok(Ok(()))) && self.channel.status().connected() {
+                        continue;
+                    }
+                    if let Err(error) = self.resubscribe().await {
+                        return Some(Err(error));
                     }
                 }
+                // Nobody cancelled us: the broker or a failed recovery closed the
+                // channel. Consume again rather than go deaf.
+                None if !self.cancelled => {
+                    tracing::warn!(queue = %self.queue, "The consumer's channel closed; consuming again.");
+                    if let Err(error) = self.resubscribe().await {
+                        return Some(Err(error));
+                    }
+                }
+                None => return None,
             }
         }
     }
@@ -821,6 +882,43 @@ impl Subscription for RabbitSubscription {
 }
 
 impl RabbitSubscription {
+    /// Opens a new channel and consumer for the queue once the connection is back,
+    /// retrying (the queue may still be recovering on the broker) until
+    /// [`RESUBSCRIBE_DEADLINE`]; past it the error is returned, the service exits and
+    /// its supervisor restarts it. Deliveries taken on the old channel cannot be
+    /// settled any more; the broker has returned them to the queue already.
+    async fn resubscribe(&mut self) -> Result<(), BusError> {
+        let deadline = tokio::time::Instant::now() + RESUBSCRIBE_DEADLINE;
+        let mut wait = Duration::from_millis(500);
+        loop {
+            let attempt = if self.inner.connection.status().connected() {
+                self.inner
+                    .consume(&self.queue, self.prefetch, &self.tag)
+                    .await
+            } else {
+                Err(BusError::Disconnected {
+                    url: self.inner.url.clone(),
+                    state: format!("{:?}", self.inner.connection.status()),
+                })
+            };
+            match attempt {
+                Ok((channel, consumer)) => {
+                    let old = std::mem::replace(&mut self.channel, channel);
+                    self.consumer = consumer;
+                    close_when_recovered(old);
+                    tracing::info!(queue = %self.queue, "Consuming again after the connection loss.");
+                    return Ok(());
+                }
+                Err(error) if tokio::time::Instant::now() + wait < deadline => {
+                    tracing::debug!(%error, queue = %self.queue, "Not consuming yet; trying again.");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     fn incoming(&self, delivery: lapin::message::Delivery) -> Incoming {
         let raw_headers = delivery.properties.headers().clone().unwrap_or_default();
         let headers: BTreeMap<String, String> = raw_headers
