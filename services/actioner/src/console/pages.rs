@@ -267,6 +267,9 @@ fn forward_facts(row: &ForwardRow) -> Markup {
             tr { th { "Customer" } td { (row.customer) br; span class="small" { (row.tenant_id) } } }
             tr { th { "Mailbox" } td class="addr" { (row.mailbox_or_scope()) @if !row.mailbox_name.is_empty() { " (" (row.mailbox_name) ")" } } }
             tr { th { "Where" } td { (signal_label(row.signal)) } }
+            @if let Some(a) = &row.audit {
+                tr { th { "Audit record" } td class="addr" { (a) } }
+            }
             @if row.rule_name.is_some() || row.rule_id.is_some() {
                 tr { th { "Rule" } td {
                     @if let Some(name) = &row.rule_name { "“" (name) "”" }

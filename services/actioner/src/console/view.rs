@@ -49,6 +49,8 @@ pub struct ForwardRow {
     pub campaign: Option<String>,
     /// The notifier's state (`open`, `approved`, `removed`, `resolved`…).
     pub state: String,
+    /// An audit event's record: operation, time, actor and client IP (plain text).
+    pub audit: Option<String>,
 }
 
 impl ForwardRow {
@@ -155,6 +157,7 @@ pub fn forward_row(forward: &StoredForward) -> ForwardRow {
         last_seen: forward.last_seen.or(Some(d.observed_at)),
         campaign: None,
         state: forward.state.clone(),
+        audit: d.audit.as_ref().map(|a| a.describe()),
     }
 }
 

@@ -366,6 +366,12 @@ pub mod text {
         }
     }
 
+    /// An audit event's record in one plain line (operation, time, actor, client
+    /// IP: attacker text, escaped by each sink, never a link).
+    pub fn audit(d: &Detection) -> Option<String> {
+        d.audit.as_ref().map(|a| a.describe())
+    }
+
     /// Why addresses that look internal are outside: one line per path, e.g.
     /// `eve@gmail.com via team-sync@contoso.com (MailUniversalDistributionGroup) → …`.
     pub fn paths(d: &Detection) -> Vec<String> {
