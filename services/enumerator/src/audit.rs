@@ -265,7 +265,13 @@ async fn poll_tenant(
             tracing::warn!(tenant, error = %e, "Could not remember the audit subscription.");
         }
     }
-    // 2. The window: from the watermark (minus the overlap) to now.
+    // 2. The window: from the watermark (minus the overlap) to now, rounded up to
+    // the second (Microsoft's times have whole seconds and the end is exclusive).
+    let now = chrono::DateTime::from_timestamp(
+        now.timestamp() + i64::from(now.timestamp_subsec_nanos() > 0),
+        0,
+    )
+    .unwrap_or(now);
     let wm_key = keys.activity_watermark(tenant);
     let watermark = match store.get(&wm_key).await {
         Ok(v) => v.and_then(|s| {
@@ -331,8 +337,9 @@ async fn poll_tenant(
     }
     let mut job = None;
     if !fresh.is_empty() {
-        // Oldest first: the order the changes were made in.
-        fresh.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        // Oldest first: the order the changes were made in (a stable sort: records
+        // of one second keep the feed's order).
+        fresh.sort_by_key(|r| r.created_at);
         let mut j = ScanJob::new(run_id, listed.tenant.clone(), now);
         j.relationship = listed.relationship.clone();
         j.audit = fresh.clone();
