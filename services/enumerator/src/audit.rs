@@ -392,6 +392,10 @@ pub async fn run_poller(
         .audit_poll_interval
         .max(Duration::from_secs(1));
     tracing::info!(?interval, "Reading the tenants' Exchange audit feeds.");
+    // Declared here too, so rescans can be published before the first scheduled run.
+    if let Err(error) = bus.declare(&Topology::from_settings(&settings.amqp)).await {
+        tracing::warn!(%error, "Could not declare the queue topology; the first poll may fail to publish.");
+    }
     loop {
         if let Err(error) =
             poll_once(bus.clone(), &client, store.as_ref(), &settings, Utc::now()).await
