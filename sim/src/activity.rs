@@ -667,14 +667,15 @@ fn control_error(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({"error": message}))).into_response()
 }
 
-fn customer(sim: &Sim, key: &str) -> Result<u32, Response> {
+fn customer(sim: &Sim, key: &str) -> Option<u32> {
     match sim.fleet.resolve(key) {
-        Some(Org::Customer(i)) => Ok(i),
-        _ => Err(control_error(
-            StatusCode::NOT_FOUND,
-            format!("no customer tenant '{key}'"),
-        )),
+        Some(Org::Customer(i)) => Some(i),
+        _ => None,
     }
+}
+
+fn no_customer(key: &str) -> Response {
+    control_error(StatusCode::NOT_FOUND, format!("no customer tenant '{key}'"))
 }
 
 pub(crate) async fn add_content(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -682,9 +683,8 @@ pub(crate) async fn add_content(State(sim): State<Arc<Sim>>, body: Bytes) -> Res
         Ok(r) => r,
         Err(e) => return control_error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
     };
-    let t = match customer(&sim, &req.tenant_id) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(t) = customer(&sim, &req.tenant_id) else {
+        return no_customer(&req.tenant_id);
     };
     let body = match (req.raw, req.content) {
         (true, Value::String(s)) => BlobBody::Raw(s.into_bytes()),
@@ -706,9 +706,8 @@ pub(crate) async fn set_fault(State(sim): State<Arc<Sim>>, body: Bytes) -> Respo
         Ok(r) => r,
         Err(e) => return control_error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
     };
-    let t = match customer(&sim, &req.tenant_id) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(t) = customer(&sim, &req.tenant_id) else {
+        return no_customer(&req.tenant_id);
     };
     let fault = match req.fault.as_deref() {
         None => None,

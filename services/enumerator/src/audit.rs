@@ -326,10 +326,10 @@ async fn poll_tenant(
     // 4. Forwarding changes (and what could not be read) not acted on before.
     let mut fresh: Vec<AuditRecord> = Vec::new();
     for r in records {
-        if !classify(&r).triggers_rescan() || fresh.iter().any(|f| f.id == r.id) {
+        if !classify(&r).triggers_rescan() || fresh.iter().any(|f| f.key() == r.key()) {
             continue;
         }
-        match store.exists(&keys.activity_record(tenant, &r.id)).await {
+        match store.exists(&keys.activity_record(tenant, &r.key())).await {
             Ok(true) => {}
             Ok(false) => fresh.push(r),
             Err(e) => return TenantPoll::Failed(format!("checking audit records seen: {e}")),
@@ -355,7 +355,7 @@ async fn poll_tenant(
             };
             records_counter().add(1, &[KeyValue::new("kind", kind)]);
             if let Err(e) = store
-                .set(&keys.activity_record(tenant, &r.id), "1", Some(SEEN_TTL))
+                .set(&keys.activity_record(tenant, &r.key()), "1", Some(SEEN_TTL))
                 .await
             {
                 tracing::warn!(tenant, error = %e, "Could not remember an audit record; it may trigger again.");

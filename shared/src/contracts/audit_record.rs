@@ -103,6 +103,17 @@ impl AuditRecord {
         )
     }
 
+    /// The key a record is deduplicated by (seen records, fingerprints): its `Id`,
+    /// marked when the record could not be read — garbled content that borrows a
+    /// real record's `Id` must not hide either of them.
+    pub fn key(&self) -> String {
+        if self.unreadable.is_some() {
+            format!("{}#unreadable", self.id)
+        } else {
+            self.id.clone()
+        }
+    }
+
     /// The first parameter called `name` (case-insensitive), if any.
     pub fn parameter(&self, name: &str) -> Option<&str> {
         self.parameters

@@ -111,31 +111,30 @@ pub fn decode_record(value: &Value) -> AuditRecord {
     let Value::Object(map) = value else {
         return unreadable_record(value, "an audit record must be a JSON object");
     };
-    let field = |name: &str, required: bool, problems: &mut Vec<String>| -> String {
+    // What is missing is judged below (an empty string is as missing as none).
+    let field = |name: &str, problems: &mut Vec<String>| -> String {
         match map.get(name).and_then(text_of) {
             Some(s) if s.len() > MAX_FIELD => {
                 problems.push(format!("{name} is longer than {MAX_FIELD} bytes"));
                 crate::m365::activity_bounded(&s, MAX_FIELD)
             }
             Some(s) => s,
-            None => {
-                if required {
-                    problems.push(format!("{name} is missing"));
-                }
-                String::new()
-            }
+            None => String::new(),
         }
     };
-    let id = field("Id", true, &mut problems);
-    let operation = field("Operation", true, &mut problems);
-    let actor = field("UserId", false, &mut problems);
-    let client_ip = field("ClientIP", false, &mut problems);
-    let object_id = field("ObjectId", false, &mut problems);
-    let result_status = field("ResultStatus", false, &mut problems);
-    let created_text = field("CreationTime", true, &mut problems);
+    let id = field("Id", &mut problems);
+    let operation = field("Operation", &mut problems);
+    if operation.trim().is_empty() {
+        problems.push("Operation is missing".into());
+    }
+    let actor = field("UserId", &mut problems);
+    let client_ip = field("ClientIP", &mut problems);
+    let object_id = field("ObjectId", &mut problems);
+    let result_status = field("ResultStatus", &mut problems);
+    let created_text = field("CreationTime", &mut problems);
     let created_at = parse_activity_time(&created_text);
-    if created_at.is_none() && !created_text.is_empty() {
-        problems.push("CreationTime is not a time".into());
+    if created_at.is_none() {
+        problems.push("CreationTime is missing or not a time".into());
     }
     let mut parameters = Vec::new();
     for list in ["Parameters", "OperationProperties"] {
@@ -167,6 +166,9 @@ pub fn decode_record(value: &Value) -> AuditRecord {
             }
             Some(_) => problems.push(format!("{list} is not a list")),
         }
+    }
+    if id.trim().is_empty() {
+        problems.push("Id is missing".into());
     }
     let id = if id.trim().is_empty() {
         content_id(value)
@@ -394,8 +396,7 @@ pub fn record_mailbox(r: &AuditRecord) -> Option<String> {
             .to_owned()
     };
     let set_mailbox = r.operation.eq_ignore_ascii_case("Set-Mailbox");
-    let pick = r
-        .parameter("Mailbox")
+    r.parameter("Mailbox")
         .map(owner)
         .or_else(|| {
             r.parameter("Identity").map(|i| {
@@ -413,8 +414,7 @@ pub fn record_mailbox(r: &AuditRecord) -> Option<String> {
         })
         .filter(|s| !s.is_empty())
         .or_else(|| Some(r.actor.trim().to_owned()))
-        .filter(|s| !s.is_empty());
-    pick
+        .filter(|s| !s.is_empty())
 }
 
 /// Whether `name` (as a record wrote it) names `mailbox`.
@@ -516,9 +516,9 @@ pub fn audit_forwards(
     current: &[Forward],
 ) -> Vec<(Forward, AuditRecord)> {
     let mut out = Vec::new();
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     for r in records {
-        if !seen.insert(r.id.as_str()) {
+        if !seen.insert(r.key()) {
             continue;
         }
         let signal = match classify(r) {
@@ -602,7 +602,7 @@ pub fn finish_detection(d: &mut crate::contracts::Detection, record: AuditRecord
         &d.tenant_id,
         d.mailbox.as_ref().map(|m| m.primary_smtp_address.as_str()),
         Signal::AuditEvent,
-        Some(&record.id),
+        Some(&record.key()),
         &[],
     );
     d.detection_id = crate::classify::detection_id(&d.run_id, &d.fingerprint);
@@ -763,7 +763,13 @@ mod tests {
             d
         });
         still.mailbox = Some(mailbox.mailbox.clone());
-        assert!(audit_forwards(&[gone.clone()], Some(&resolver), &[mailbox], &[still]).is_empty());
+        let again = audit_forwards(
+            std::slice::from_ref(&gone),
+            Some(&resolver),
+            &[mailbox],
+            &[still],
+        );
+        assert!(again.is_empty());
         // No domains read: reported, unreadable.
         let out = audit_forwards(&[gone], None, &[], &[]);
         assert!(out[0].0.deliveries.iter().all(|d| d.unreadable));
