@@ -366,6 +366,22 @@ mod tests {
     }
 
     #[test]
+    fn an_audit_event_shows_its_record() {
+        let mut d = Detection::example();
+        d.signal = Signal::AuditEvent;
+        d.audit = Some(fwdwatch_shared::contracts::AuditRecord::example());
+        let row = forward_row(&stored(d));
+        assert_eq!(signal_label(row.signal), "audit log event");
+        assert_eq!(
+            row.audit.as_deref(),
+            Some(
+                "New-InboxRule at 2026-11-28 18:42:07 UTC by victim@contoso.com from 203.0.113.7:50123"
+            )
+        );
+        assert_eq!(forward_row(&stored(Detection::example())).audit, None);
+    }
+
+    #[test]
     fn unreadable_targets_and_delivery_paths_are_shown() {
         use fwdwatch_shared::contracts::{DeliveryPath, PathHop};
         let mut d = Detection::example();

@@ -771,6 +771,14 @@ mod tests {
         assert!(text.contains("&lt;U+202E&gt;"), "{text}");
         assert!(text.contains("ˋcodeˋ"), "{text}");
         assert!(
+            text.contains("Audit record"),
+            "the audit record is shown: {text}"
+        );
+        assert!(
+            text.contains("`&lt;http://x.example|click&gt;`"),
+            "the client IP is a code span: {text}"
+        );
+        assert!(
             !notification(&alert).contains("evil"),
             "no tenant text in the notification"
         );
