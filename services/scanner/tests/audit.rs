@@ -353,3 +353,70 @@ async fn feeds_that_fail_or_garble_are_reported_and_stop_no_one() {
     );
     env.finish().await;
 }
+
+/// The poller as the enumerator service runs it (`audit::run_poller`: the GDAP
+/// listing, its own interval, the topology declared): a change in a customer tenant
+/// becomes a rescan job on the scan queue within a few polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_poller_rescans_a_tenant_soon_after_a_change() {
+    let mut args = SimArgs {
+        tenants: 3,
+        mailboxes: 10,
+        ..SimArgs::default()
+    };
+    // Every tenant in the GDAP listing the poller reads.
+    args.rates.inactive_tenant_rate = 0.0;
+    let mut env = env(args).await;
+    env.settings.enumerator.audit_poll_interval = Duration::from_millis(300);
+    let (tenant, mailbox) = tenant_and_mailbox(&env.sim, &[]);
+    let shutdown = CancellationToken::new();
+    let poller = tokio::spawn(fwdwatch_enumerator::audit::run_poller(
+        env.bus.clone() as Arc<dyn Bus>,
+        fast_client(&env.settings),
+        env.store.clone(),
+        env.settings.clone(),
+        shutdown.clone(),
+    ));
+    // Once the first poll has started every subscription, plant a forward.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env
+        .store
+        .get(&env.keys.activity_watermark(&tenant))
+        .await
+        .expect("redis")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the poller never read the feed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.plant_rule(&tenant, &mailbox, "eve@evil.example", "x")
+        .await;
+    let topology = Topology::from_settings(&env.settings.amqp);
+    let mut sub = env
+        .bus
+        .subscribe(&topology.scan_jobs_queue(), 10)
+        .await
+        .expect("subscribe");
+    let message = tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .expect("a rescan job within 20 s")
+        .expect("subscription open")
+        .expect("a delivery");
+    let job: fwdwatch_shared::contracts::ScanJob =
+        fwdwatch_shared::contracts::decode(&message.body).expect("a scan job");
+    message.ack().await.expect("ack");
+    sub.cancel().await;
+    assert_eq!(job.tenant.id, tenant);
+    assert_eq!(job.audit.len(), 1);
+    assert_eq!(job.audit[0].operation, "New-InboxRule");
+    assert!(job.run_id.starts_with("audit-"), "{}", job.run_id);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), poller)
+        .await
+        .expect("the poller stops on shutdown")
+        .expect("join");
+    env.finish().await;
+}
