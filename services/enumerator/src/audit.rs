@@ -21,9 +21,11 @@
 //!   windows of 24 h). It only moves after the window's jobs are confirmed.
 //! - **All of one poll's records for a tenant go in one job**, so a burst of
 //!   changes is one rescan.
-//! - **Fail closed.** A record or content blob that cannot be read travels on the
-//!   job as an unreadable record (the scanner reports it as an `audit_event`
-//!   detection). A tenant whose feed cannot be read at all is logged, counted
+//! - **Fail closed.** A record or content blob that cannot be read (garbled, too
+//!   large, a link elsewhere) travels on the job as an unreadable record (the scanner
+//!   reports it as an `audit_event` detection); a blob that is throttled or failing
+//!   (5xx) after every retry fails the tenant's poll instead, so the window is read
+//!   again. A tenant whose feed cannot be read at all is logged, counted
 //!   (`fwdwatch.audit.polls{outcome="failed"}`) and recorded in
 //!   `Keys::activity_failures` with the fix; it never stops the other tenants.
 
@@ -35,7 +37,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use fwdwatch_shared::bus::{Bus, ROUTE_JOB, Topology, outgoing};
 use fwdwatch_shared::config::Settings;
-use fwdwatch_shared::contracts::{AuditRecord, ScanJob, TenantRef};
+use fwdwatch_shared::contracts::{AuditRecord, ErrorKind, ScanJob, TenantRef};
 use fwdwatch_shared::forwards::audit::{classify, decode_blob, unreadable_content};
 use fwdwatch_shared::m365::{M365Client, M365Error};
 use fwdwatch_shared::shutdown::CancellationToken;
@@ -306,6 +308,18 @@ async fn poll_tenant(
     for blob in &read.blobs {
         match &blob.records {
             Ok(values) => records.extend(decode_blob(&blob.content_id, values)),
+            // Throttled or 5xx after every retry: read the whole window again next
+            // time (the watermark stays; records already acted on are skipped).
+            Err(e) if matches!(e.kind, ErrorKind::Throttled | ErrorKind::Upstream) => {
+                let e = failed(
+                    e.clone(),
+                    "An audit content blob could not be fetched; the window is read again next poll.",
+                );
+                note_failure(store, keys, tenant, &e).await;
+                return TenantPoll::Failed(e.to_string());
+            }
+            // Garbled, too large, or pointing elsewhere: reading it again will not
+            // help, so it travels as an unreadable record and is reported.
             Err(e) => {
                 tracing::warn!(tenant, content = %blob.content_id, error = %e, "An audit content blob could not be read; reporting it.");
                 records.push(unreadable_content(&blob.content_id, &e.to_string()));
