@@ -299,6 +299,11 @@ async fn poll_tenant(
     let read = match client.read_activity(tenant, start, now).await {
         Ok(r) => r,
         Err(e) => {
+            if e.message.contains("AF20022") {
+                // The subscription is gone (stopped, or never took): start it again
+                // at the next poll.
+                let _ = store.delete(&sub_key).await;
+            }
             let e = failed(e, "Could not read the tenant's audit feed.");
             note_failure(store, keys, tenant, &e).await;
             return TenantPoll::Failed(e.to_string());

@@ -420,3 +420,53 @@ async fn the_running_poller_rescans_a_tenant_soon_after_a_change() {
         .expect("join");
     env.finish().await;
 }
+
+/// A subscription that disappears (stopped by someone, or never taken) is started
+/// again: one failed poll, reported, then the feed is read as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_subscription_is_started_again() {
+    let env = env(SimArgs {
+        tenants: 2,
+        mailboxes: 10,
+        ..SimArgs::default()
+    })
+    .await;
+    let (tenant, mailbox) = tenant_and_mailbox(&env.sim, &[]);
+    let listed = env.listed(&[tenant.as_str()]);
+    assert!(env.poll(&listed).await.failed.is_empty());
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{}/{tenant}/oauth2/v2.0/token", env.sim.base_url))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", env.sim.args().client_id.as_str()),
+            ("client_secret", env.sim.args().client_secret.as_str()),
+            ("scope", "https://manage.office.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let stopped = http
+        .post(format!(
+            "{}/api/v1.0/{tenant}/activity/feed/subscriptions/stop?contentType=Audit.Exchange",
+            env.sim.base_url
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap_or_default())
+        .send()
+        .await
+        .expect("stop");
+    assert!(stopped.status().is_success());
+    let failed = env.poll(&listed).await;
+    assert_eq!(failed.failed.len(), 1, "{failed:?}");
+    assert!(failed.failed[0].1.contains("AF20022"), "{failed:?}");
+    // The next poll starts it again; changes from then on are read.
+    assert!(env.poll(&listed).await.failed.is_empty());
+    env.plant_rule(&tenant, &mailbox, "eve@evil.example", "x")
+        .await;
+    let report = env.poll(&listed).await;
+    assert_eq!(report.jobs.len(), 1, "{report:?}");
+    env.finish().await;
+}
