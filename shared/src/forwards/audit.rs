@@ -711,6 +711,91 @@ mod tests {
     }
 
     #[test]
+    fn mailbox_forwards_and_tenant_wide_rules_resolve_like_any_target() {
+        let domains = TenantDomains::new(&[AcceptedDomain {
+            name: "contoso.com".into(),
+            domain_type: DomainType::Authoritative,
+            match_subdomains: false,
+        }]);
+        // The contact a ForwardingAddress named is still there; the forward is not.
+        let dir = Directory::from_rows(&[
+            json!({"Identity":"Guy","Name":"Guy","RecipientTypeDetails":"MailContact","PrimarySmtpAddress":"guy@contoso.com","ExternalEmailAddress":"SMTP:guy@evil.example"}),
+        ]);
+        let resolver = Resolver {
+            domains: &domains,
+            directory: &dir,
+        };
+        let by_address = record(
+            "Set-Mailbox",
+            &[
+                ("Identity", "bob@contoso.com"),
+                ("ForwardingAddress", "Guy"),
+                ("DeliverToMailboxAndForward", "False"),
+            ],
+        );
+        let rule = record(
+            "New-TransportRule",
+            &[
+                ("Name", "Copy"),
+                ("BlindCopyTo", "a@contoso.com;x@evil.example"),
+            ],
+        );
+        let connector = record(
+            "New-OutboundConnector",
+            &[
+                ("Name", "relay"),
+                ("SmartHosts", "mail.contoso.com;smtp.evil.example"),
+            ],
+        );
+        let out = audit_forwards(&[by_address, rule, connector], Some(&resolver), &[], &[]);
+        let seen: Vec<(Option<&str>, Vec<String>, bool)> = out
+            .iter()
+            .map(|(f, _)| {
+                (
+                    f.mailbox.as_ref().map(|m| m.primary_smtp_address.as_str()),
+                    f.targets(),
+                    f.keeps_copy,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    Some("bob@contoso.com"),
+                    vec!["guy@evil.example".to_owned()],
+                    false
+                ),
+                (None, vec!["x@evil.example".to_owned()], true),
+                (None, vec!["smtp.evil.example".to_owned()], true),
+            ]
+        );
+        // An identity nobody resolves (the contact deleted too): unreadable.
+        let gone = record(
+            "Set-Mailbox",
+            &[("Identity", "bob"), ("ForwardingAddress", "Nobody")],
+        );
+        let out = audit_forwards(&[gone], Some(&resolver), &[], &[]);
+        assert!(out[0].0.deliveries.iter().all(|d| d.unreadable), "{out:?}");
+    }
+
+    #[test]
+    fn the_mailbox_a_record_names() {
+        let mut r = record("Set-InboxRule", &[("Identity", "victim\\Forward")]);
+        assert_eq!(record_mailbox(&r).as_deref(), Some("victim"));
+        r = record(
+            "New-InboxRule",
+            &[("Mailbox", "ceo@contoso.com"), ("Name", "x")],
+        );
+        assert_eq!(record_mailbox(&r).as_deref(), Some("ceo@contoso.com"));
+        r = record("UpdateInboxRules", &[]);
+        r.object_id.clear();
+        assert_eq!(record_mailbox(&r).as_deref(), Some("victim@contoso.com"));
+        r = record("Set-Mailbox", &[("Identity", "Bob Smith")]);
+        assert_eq!(record_mailbox(&r).as_deref(), Some("Bob Smith"));
+    }
+
+    #[test]
     fn a_forward_still_present_covers_its_record() {
         let domains = TenantDomains::new(&[AcceptedDomain {
             name: "contoso.com".into(),
