@@ -177,7 +177,7 @@ pub struct EnumeratorSettings {
 }
 
 fn default_audit_poll_interval() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_secs(300)
 }
 
 fn default_audit_lookback() -> Duration {
@@ -607,7 +607,7 @@ log_filter = "info"
 schedule = "0 0 19 * * *"
 source = "gdap"
 audit_events = false
-audit_poll_interval = "1m"
+audit_poll_interval = "5m"
 audit_lookback = "1h"
 
 [scanner]
@@ -861,6 +861,31 @@ mod tests {
         assert!(
             !debug.contains("s3cr3t-value"),
             "secrets never show in Debug"
+        );
+    }
+
+    #[test]
+    fn audit_events_are_off_by_default_and_bounded() {
+        let s = Settings::load_from(None, env(&[])).expect("defaults");
+        assert!(!s.enumerator.audit_events);
+        assert_eq!(s.enumerator.audit_poll_interval, Duration::from_secs(300));
+        assert_eq!(s.m365.manage_url, "https://manage.office.com");
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("FWDWATCH__ENUMERATOR__AUDIT_EVENTS", "true"),
+                ("FWDWATCH__ENUMERATOR__AUDIT_POLL_INTERVAL", "30s"),
+                ("FWDWATCH__M365__MANAGE_URL", "http://127.0.0.1:8365"),
+            ]),
+        )
+        .expect("audit settings");
+        assert!(s.enumerator.audit_events);
+        assert_eq!(s.enumerator.audit_poll_interval, Duration::from_secs(30));
+        let err = Settings::load_from(None, env(&[("FWDWATCH__ENUMERATOR__AUDIT_LOOKBACK", "8d")]))
+            .expect_err("the feed keeps 7 days");
+        assert!(
+            err.to_string().contains("enumerator.audit_lookback"),
+            "{err}"
         );
     }
 
