@@ -37,6 +37,7 @@ pub fn point_at(settings: &mut Settings, base_url: &str, args: &m365_sim::SimArg
     m365.login_url = base_url.to_owned();
     m365.graph_url = base_url.to_owned();
     m365.exo_url = base_url.to_owned();
+    m365.manage_url = base_url.to_owned();
     m365.partner_tenant_id = args.partner_tenant_id.clone();
     m365.client_id = args.client_id.clone();
     m365.client_secret = Some(SecretString::from(args.client_secret.clone()));

@@ -128,6 +128,24 @@ pub async fn status(settings: Settings) -> anyhow::Result<ExitCode> {
     for line in &coverage.warnings {
         println!("  {line}");
     }
+    let feeds = store.hash_get_all(&keys.activity_failures()).await?;
+    if !feeds.is_empty() {
+        // Only with `enumerator.audit_events`: audit feeds the enumerator cannot read.
+        println!("audit feeds that cannot be read:");
+        for (tenant, json) in &feeds {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_owned();
+            let mut line = format!(
+                "  {tenant}: since {}: {}",
+                text("since"),
+                text("last_error")
+            );
+            if let Some(remedy) = v.get("remedy").and_then(|x| x.as_str()) {
+                line.push_str(&format!(" — fix: {remedy}"));
+            }
+            println!("{line}");
+        }
+    }
     let pending = outbox::status(store.as_ref(), &keys).await?;
     print!("{}", render_outbox(&pending, Utc::now()));
     let last = store.hash_get_all(&keys.last_run()).await?;

@@ -11,6 +11,7 @@
 //! | `slack_interaction` | Slack interaction bodies, correctly signed, through the actioner's router | never a 5xx |
 //! | `api_command` | `POST /v1/commands` bodies with a valid bearer, and `GET` ids | never a 5xx; a command with an invalid id is refused |
 //! | `actioner_http` | any method, path, headers and body to the actioner's router (links, console, API) | never a 5xx |
+//! | `audit_content` | Management Activity API content listings and blobs, through the record decoder, classification and the rescan's `audit_event` forwards | no record is dropped (a garbled one is kept as unreadable and reported); every kept string is bounded; a decoded record survives the wire |
 //!
 //! Each `fuzz_targets/<name>.rs` is one line calling the function of that name;
 //! `fuzz/seeds/<name>/` holds the realistic inputs the runs start from.
@@ -459,5 +460,102 @@ pub fn actioner_http(data: &[u8]) {
     }
     if let Ok(request) = builder.body(Body::from(body.to_vec())) {
         send(request);
+    }
+}
+
+/// The Management Activity API's answers: a content listing, a content blob (or a
+/// single record), decoded, classified and turned into `audit_event` forwards.
+pub fn audit_content(data: &[u8]) {
+    use fwdwatch_shared::forwards::audit::{
+        self, Change, MAX_FIELD, MAX_PARAMETERS, MAX_RECORDS, MAX_VALUE,
+    };
+    // "…" marks a cut string: three bytes more than the bound.
+    const MARK: usize = 3;
+    let _ = m365::decode_content_list(data, Some("https://manage.office.com/next"));
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let records = match &value {
+        Value::Array(items) => {
+            let records = audit::decode_blob("fuzz", items);
+            assert!(
+                records.len() >= items.len().min(MAX_RECORDS),
+                "a record was dropped"
+            );
+            records
+        }
+        one => vec![audit::decode_record(one)],
+    };
+    for r in &records {
+        assert!(!r.id.trim().is_empty(), "every record has an id");
+        for (what, s) in [
+            ("id", &r.id),
+            ("actor", &r.actor),
+            ("client_ip", &r.client_ip),
+            ("object_id", &r.object_id),
+            ("operation", &r.operation),
+        ] {
+            assert!(s.len() <= MAX_FIELD + MARK + 32, "{what} is not bounded");
+        }
+        assert!(r.parameters.len() <= MAX_PARAMETERS);
+        for p in &r.parameters {
+            assert!(p.value.len() <= MAX_VALUE + MARK);
+        }
+        let change = audit::classify(r);
+        assert_eq!(
+            r.unreadable.is_some(),
+            change == Change::Unreadable,
+            "a record that could not be read is always reported"
+        );
+        if r.unreadable.is_none() {
+            assert!(r.created_at.is_some() && !r.operation.is_empty());
+        }
+        let wire = serde_json::to_vec(r).expect("a record encodes");
+        let back: contracts::AuditRecord = serde_json::from_slice(&wire).expect("and decodes");
+        assert_eq!(&back, r, "a record survives the wire");
+        let _ = r.describe();
+        let _ = audit::record_mailbox(r);
+    }
+    // The rescan: a tenant owning contoso.com, nothing left of any forward.
+    let domains = TenantDomains::new(&[classify::AcceptedDomain {
+        name: "contoso.com".into(),
+        domain_type: classify::DomainType::Authoritative,
+        match_subdomains: false,
+    }]);
+    let directory = Directory::default();
+    let resolver = Resolver {
+        domains: &domains,
+        directory: &directory,
+    };
+    let found = audit::audit_forwards(&records, Some(&resolver), &[], &[]);
+    let unreadable = records
+        .iter()
+        .filter(|r| r.unreadable.is_some())
+        .map(|r| r.id.as_str())
+        .collect::<std::collections::BTreeSet<_>>();
+    for id in &unreadable {
+        assert!(
+            found
+                .iter()
+                .any(|(f, r)| r.id == *id && f.deliveries.iter().all(|d| d.unreadable)),
+            "an unreadable record is an audit event of its own"
+        );
+    }
+    for (f, r) in &found {
+        assert_eq!(f.signal, Signal::AuditEvent);
+        assert_eq!(f.rule_id.as_deref(), Some(r.id.as_str()));
+        assert!(
+            !f.deliveries.is_empty(),
+            "an audit event names where mail went"
+        );
+        for d in &f.deliveries {
+            if let Some(domain) = &d.domain {
+                assert!(
+                    !domains.is_internal_domain(domain),
+                    "{} is inside the tenant",
+                    d.target
+                );
+            }
+        }
     }
 }

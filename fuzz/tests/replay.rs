@@ -194,6 +194,11 @@ fn actioner_http() {
     replay("actioner_http", fwdwatch_fuzz::actioner_http);
 }
 
+#[test]
+fn audit_content() {
+    replay("audit_content", fwdwatch_fuzz::audit_content);
+}
+
 /// The harness itself: a target that fails is reported, with its input.
 #[test]
 fn a_failing_target_is_reported() {

@@ -89,6 +89,17 @@ pub struct M365Settings {
     /// Token audience of the Exchange admin API; unset: `https://outlook.office365.com`.
     #[serde(default)]
     pub exo_resource: Option<String>,
+    /// Bare host of the Office 365 Management Activity API (the audit feed); the
+    /// client appends `/api/v1.0/{tenant}/activity/feed/…`.
+    #[serde(default = "default_manage_url")]
+    pub manage_url: String,
+    /// Token audience of the Management Activity API; unset: `https://manage.office.com`.
+    #[serde(default)]
+    pub manage_resource: Option<String>,
+}
+
+fn default_manage_url() -> String {
+    "https://manage.office.com".to_owned()
 }
 
 impl M365Settings {
@@ -152,6 +163,25 @@ pub struct EnumeratorSettings {
     /// is reported and reminded; after this it is forgotten.
     #[serde(default = "default_unlisted_retention", with = "humantime_serde")]
     pub unlisted_retention: Duration,
+    /// Read every tenant's Exchange audit events (Office 365 Management Activity
+    /// API, `Audit.Exchange`; needs `ActivityFeed.Read`) and rescan a tenant at once
+    /// when one records a forwarding change.
+    #[serde(default)]
+    pub audit_events: bool,
+    /// How often the audit feed of every tenant is read.
+    #[serde(default = "default_audit_poll_interval", with = "humantime_serde")]
+    pub audit_poll_interval: Duration,
+    /// How far back the first read of a tenant's feed goes (at most 7 days).
+    #[serde(default = "default_audit_lookback", with = "humantime_serde")]
+    pub audit_lookback: Duration,
+}
+
+fn default_audit_poll_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_audit_lookback() -> Duration {
+    Duration::from_secs(3_600)
 }
 
 fn default_unlisted_retention() -> Duration {
@@ -561,6 +591,7 @@ key_prefix = "fwdwatch:"
 login_url = "https://login.microsoftonline.com"
 graph_url = "https://graph.microsoft.com"
 exo_url = "https://outlook.office365.com"
+manage_url = "https://manage.office.com"
 partner_tenant_id = ""
 client_id = ""
 concurrency_per_tenant = 4
@@ -575,6 +606,9 @@ log_filter = "info"
 [enumerator]
 schedule = "0 0 19 * * *"
 source = "gdap"
+audit_events = false
+audit_poll_interval = "5m"
+audit_lookback = "1h"
 
 [scanner]
 concurrent_tenants = 64
@@ -689,6 +723,7 @@ impl Settings {
             ("m365.login_url", &self.m365.login_url),
             ("m365.graph_url", &self.m365.graph_url),
             ("m365.exo_url", &self.m365.exo_url),
+            ("m365.manage_url", &self.m365.manage_url),
         ] {
             if url::Url::parse(url).is_err() {
                 return fail(key, &format!("{url:?} is not a URL"));
@@ -696,6 +731,15 @@ impl Settings {
         }
         if !matches!(self.enumerator.source.as_str(), "gdap" | "static") {
             return fail("enumerator.source", "must be `gdap` or `static`");
+        }
+        if self.enumerator.audit_poll_interval.is_zero() {
+            return fail("enumerator.audit_poll_interval", "must be more than 0");
+        }
+        if self.enumerator.audit_lookback > Duration::from_secs(7 * 86_400) {
+            return fail(
+                "enumerator.audit_lookback",
+                "must be at most 7d (the audit feed keeps 7 days)",
+            );
         }
         if self.scanner.concurrent_tenants == 0 {
             return fail("scanner.concurrent_tenants", "must be at least 1");
@@ -817,6 +861,31 @@ mod tests {
         assert!(
             !debug.contains("s3cr3t-value"),
             "secrets never show in Debug"
+        );
+    }
+
+    #[test]
+    fn audit_events_are_off_by_default_and_bounded() {
+        let s = Settings::load_from(None, env(&[])).expect("defaults");
+        assert!(!s.enumerator.audit_events);
+        assert_eq!(s.enumerator.audit_poll_interval, Duration::from_secs(300));
+        assert_eq!(s.m365.manage_url, "https://manage.office.com");
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("FWDWATCH__ENUMERATOR__AUDIT_EVENTS", "true"),
+                ("FWDWATCH__ENUMERATOR__AUDIT_POLL_INTERVAL", "30s"),
+                ("FWDWATCH__M365__MANAGE_URL", "http://127.0.0.1:8365"),
+            ]),
+        )
+        .expect("audit settings");
+        assert!(s.enumerator.audit_events);
+        assert_eq!(s.enumerator.audit_poll_interval, Duration::from_secs(30));
+        let err = Settings::load_from(None, env(&[("FWDWATCH__ENUMERATOR__AUDIT_LOOKBACK", "8d")]))
+            .expect_err("the feed keeps 7 days");
+        assert!(
+            err.to_string().contains("enumerator.audit_lookback"),
+            "{err}"
         );
     }
 

@@ -43,6 +43,16 @@ pub struct SimArgs {
     #[arg(long)]
     pub public_url: Option<String>,
 
+    /// Seconds before an audit record is listed by the Management Activity API
+    /// (Microsoft: typically 60–90 minutes for Exchange events).
+    #[arg(long, default_value_t = 0)]
+    pub activity_delay_secs: u64,
+
+    /// Content blobs per page of `subscriptions/content` (more pages are named by
+    /// the `NextPageUri` header).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub activity_page_size: u32,
+
     #[command(flatten)]
     pub rates: ForwardRates,
 

@@ -447,6 +447,10 @@ struct PlantRequest {
     unreadable: Option<bool>,
     /// Transport rules: insert ahead of every other rule (a decoy listed first).
     first: Option<bool>,
+    /// The audit record's `UserId` (default: the mailbox, or the tenant's admin).
+    actor: Option<String>,
+    /// The audit record's `ClientIP` (default 203.0.113.7).
+    client_ip: Option<String>,
 }
 
 /// `DELETE /_sim/forwards`.
@@ -493,8 +497,38 @@ pub(crate) async fn plant(State(sim): State<Arc<Sim>>, body: Bytes) -> Response 
             return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")).into_response();
         }
     };
+    let (tenant, signal, targets, rule_name, action, keeps_copy, actor, client_ip) = (
+        req.tenant_id.clone(),
+        req.signal,
+        req.targets.clone(),
+        req.rule_name.clone(),
+        req.action.clone(),
+        req.keeps_copy,
+        req.actor.clone(),
+        req.client_ip.clone(),
+    );
     match plant_inner(&sim, req) {
-        Ok(entry) => (StatusCode::CREATED, Json(entry)).into_response(),
+        Ok(entry) => {
+            // Every change is an audit record too (the Management Activity API).
+            if let Ok(t) = customer(&sim, &tenant) {
+                let meta = sim.fleet.meta(t);
+                let change = crate::activity::planted_change(
+                    meta,
+                    &crate::activity::Planted {
+                        signal,
+                        mailbox: entry.mailbox.as_deref(),
+                        rule_name: entry.rule_name.as_deref().or(rule_name.as_deref()),
+                        targets: &targets,
+                        action: action.as_deref(),
+                        keeps_copy,
+                        actor: actor.as_deref(),
+                        client_ip: client_ip.as_deref(),
+                    },
+                );
+                sim.activity.record(t, meta, change);
+            }
+            (StatusCode::CREATED, Json(entry)).into_response()
+        }
         Err(r) => r.into_response(),
     }
 }
@@ -893,6 +927,20 @@ pub(crate) async fn remove(State(sim): State<Arc<Sim>>, body: Bytes) -> Response
         }
     };
     if removed {
+        let mailbox = match req.mailbox.as_deref() {
+            Some(k) => st
+                .find_mailbox(meta, k)
+                .map(|m| st.mailboxes[m].primary_smtp(meta)),
+            None => None,
+        };
+        drop(st);
+        let change = crate::activity::removed_change(
+            meta,
+            req.signal,
+            mailbox.as_deref(),
+            req.rule_id.as_deref(),
+        );
+        sim.activity.record(t, meta, change);
         Json(json!({"removed": true})).into_response()
     } else {
         error(StatusCode::NOT_FOUND, "no such forward").into_response()

@@ -2,7 +2,8 @@
 //!
 //! It speaks the wire formats of the Entra ID token endpoint (and its OpenID Connect
 //! sign-in for the console: discovery, authorize, JWKS), Microsoft Graph and the
-//! Exchange Online admin API (`InvokeCommand` and its `$batch`) over one base URL,
+//! Exchange Online admin API (`InvokeCommand` and its `$batch`) and the Office 365
+//! Management Activity API (`Audit.Exchange`, generated from its own changes) over one base URL,
 //! for a fleet of customer tenants generated deterministically from a seed, and serves
 //! the fleet's ground truth and controls under `/_sim/`. See `README.md` for the
 //! endpoints, flags and what the fleet contains.
@@ -16,6 +17,7 @@
 //! # let _ = truth; Ok(()) }
 //! ```
 
+mod activity;
 mod address;
 mod args;
 mod batch;

@@ -29,6 +29,8 @@ pub(crate) struct Sim {
     pub tokens: TokenKeys,
     /// Entra ID sign-in (OpenID Connect) for the console.
     pub oidc: crate::oidc::Oidc,
+    /// The Management Activity API's audit feed of every tenant.
+    pub activity: crate::activity::Activity,
     /// `http://ADDR` of the listener; nextLinks use the request's Host when present.
     pub base_url: String,
 }
@@ -37,7 +39,10 @@ impl Sim {
     pub(crate) fn new(args: SimArgs, base_url: String) -> Self {
         let fleet = Fleet::new(&args);
         let faults = Faults::new(args.faults.clone(), args.seed);
+        let activity =
+            crate::activity::Activity::new(args.activity_delay_secs, args.activity_page_size);
         Self {
+            activity,
             args,
             fleet,
             faults,
@@ -97,6 +102,12 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/v1.0/{*rest}", any(graph::graph_http))
         .route("/beta/{*rest}", any(graph::graph_http))
         .route("/adminapi/beta/{tenant}/{op}", post(exo::exo_http))
+        .route(
+            "/api/v1.0/{tenant}/activity/feed/{*rest}",
+            any(crate::activity::feed_http),
+        )
+        .route("/_sim/activity/content", post(crate::activity::add_content))
+        .route("/_sim/activity/fault", post(crate::activity::set_fault))
         .route("/_sim/truth", get(control::truth))
         .route("/_sim/tenants", get(control::tenants))
         .route(

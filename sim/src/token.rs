@@ -23,11 +23,13 @@ use crate::reply::Reply;
 use crate::server::Sim;
 use crate::stats::Injected;
 
-/// The two resources the sim serves; one per token.
+/// The resources the sim serves; one per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resource {
     Graph,
     Exchange,
+    /// The Office 365 Management Activity API (`https://manage.office.com`).
+    Management,
 }
 
 impl Resource {
@@ -35,6 +37,7 @@ impl Resource {
         match self {
             Self::Graph => "https://graph.microsoft.com",
             Self::Exchange => "https://outlook.office365.com",
+            Self::Management => "https://manage.office.com",
         }
     }
 }
@@ -296,6 +299,9 @@ fn scope_resource(
         "https://outlook.office365.com"
         | "https://outlook.office.com"
         | "00000002-0000-0ff1-ce00-000000000000" => Resource::Exchange,
+        "https://manage.office.com" | "c5393580-f805-4401-95e8-94b7a6ef2fc2" => {
+            Resource::Management
+        }
         other => {
             return Err(aad_error(
                 "invalid_resource",

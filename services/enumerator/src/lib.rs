@@ -20,6 +20,9 @@
 //! of them before the run counts as done. A listing that fails is retried with
 //! back-off and then reported as an error — never turned into a silent empty run;
 //! a listing that finds no tenant at all is an error too.
+//!
+//! With `enumerator.audit_events` on, [`audit`] also reads every tenant's Exchange
+//! audit feed and publishes an immediate rescan when it records a forwarding change.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -36,6 +39,8 @@ use fwdwatch_shared::shutdown::CancellationToken;
 use fwdwatch_shared::store::{Keys, Store};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
+
+pub mod audit;
 
 /// How hard one run tries to list the tenants before it is reported as failed
 /// (each attempt is already retried inside the client for throttling and 5xx).
@@ -506,7 +511,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let store = fwdwatch_shared::store::connect(&settings.redis)
         .await
         .context("connecting to Redis")?;
-    run_scheduled_with(bus, client, Some(store), &settings, shutdown).await
+    let poller = audit::spawn_if_enabled(bus.clone(), store.clone(), &settings, shutdown.clone())?;
+    let result = run_scheduled_with(bus, client, Some(store), &settings, shutdown).await;
+    if let Some(poller) = poller {
+        let _ = poller.await;
+    }
+    result
 }
 
 /// One run and exit (`--once`).

@@ -1014,3 +1014,55 @@ async fn lost_coverage_alerts_once_reminds_and_is_restored() {
         );
     }
 }
+
+/// An audit event stands for a forward that was already gone when it was found:
+/// no later scan "resolves" it, however complete.
+#[tokio::test]
+async fn audit_events_are_never_resolved_by_a_scan() {
+    for b in backends().await {
+        let n = b.name;
+        let event = detection(4, "", Signal::AuditEvent, &["eve@evil.example"], t0());
+        let rule = detection(
+            4,
+            "r@c4.example",
+            Signal::InboxRule,
+            &["eve@evil.example"],
+            t0(),
+        );
+        for d in [&event, &rule] {
+            assert!(
+                matches!(
+                    b.tracker.observe(d, t0()).await.expect("o"),
+                    Observed::Alert(_)
+                ),
+                "{n}"
+            );
+        }
+        // A complete scan that sees neither: the rule resolves, the event stays.
+        let complete = summary(4, t0() + secs(HOUR), &[], &[]);
+        assert!(complete.covers(Signal::InboxRule), "{n}");
+        let resolved = b
+            .tracker
+            .resolve(&complete, t0() + secs(HOUR + 5))
+            .await
+            .expect("r");
+        assert_eq!(resolved.len(), 1, "{n}: {resolved:?}");
+        assert_eq!(
+            resolved[0].fingerprint.as_deref(),
+            Some(rule.fingerprint.as_str()),
+            "{n}"
+        );
+        let open = b
+            .store
+            .set_members(&b.keys.open_fingerprints(&event.tenant_id))
+            .await
+            .expect("open");
+        assert!(open.contains(&event.fingerprint), "{n}: {open:?}");
+        let state = b
+            .store
+            .hash_get(&b.keys.detection(&event.fingerprint), field::STATE)
+            .await
+            .expect("state");
+        assert_eq!(state.as_deref(), Some(state::OPEN), "{n}");
+    }
+}

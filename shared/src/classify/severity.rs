@@ -3,7 +3,8 @@
 //! Starts at medium. Rises for forwards that keep no copy (and redirects), for
 //! hidden rules, and for rules that also hide mail. Falls for disabled rules (by
 //! two steps: staged, not active) and for forwards the tenant's posture blocks.
-//! A forward with a target that cannot be read is always high.
+//! A forward with a target that cannot be read is always high, and so is an audit
+//! event (a forward created and removed between two scans).
 
 use crate::contracts::{HidingAction, Severity, Signal};
 
@@ -22,7 +23,8 @@ pub struct SeverityFactors<'a> {
 }
 
 pub fn severity(f: &SeverityFactors<'_>) -> Severity {
-    if f.unreadable {
+    // A forward made and gone between two scans is how an attacker hides one: high.
+    if f.unreadable || f.signal == Signal::AuditEvent {
         return Severity::High;
     }
     let mut score: i32 = 2;

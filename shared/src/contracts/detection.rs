@@ -248,6 +248,10 @@ pub struct Detection {
     /// Stable hash of (tenant, mailbox, signal, rule id, sorted targets).
     pub fingerprint: String,
     pub observed_at: DateTime<Utc>,
+    /// Signal `audit_event`: the audit record this detection stands for (its time,
+    /// actor and client IP; attacker-controlled text). Absent for other signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<super::AuditRecord>,
 }
 
 fn default_true() -> bool {
@@ -284,6 +288,7 @@ impl Detection {
             severity: Severity::High,
             fingerprint: "9c1e4b7a0d2f6e8a1b3c5d7e9f0a2b4c".into(),
             observed_at: "2026-11-28T19:00:04Z".parse().expect("valid example time"),
+            audit: None,
         }
     }
 

@@ -14,6 +14,7 @@
 //! (chat / bots → actioner) → `CommandResult` + `AuditEvent` (actioner → events).
 
 mod alert;
+mod audit_record;
 mod command;
 mod detection;
 mod scan;
@@ -21,6 +22,7 @@ pub mod schema;
 mod summary;
 
 pub use alert::{AlertEvent, AlertEventType, AlertKind, CampaignVictim, Coverage};
+pub use audit_record::{AuditParameter, AuditRecord};
 pub use command::{
     AuditEvent, AuditEventType, Channel, Command, CommandAction, CommandOutcome, CommandResult,
     CommandResultType, CommandType, Issuer,

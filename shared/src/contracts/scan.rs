@@ -38,6 +38,12 @@ pub struct ScanJob {
     /// Absent for a static tenant list.
     #[serde(default)]
     pub relationship: Option<Relationship>,
+    /// The Exchange audit records that asked for this scan (forwarding changes read
+    /// from the tenant's audit feed): after the scan, each one whose forward is no
+    /// longer there is a detection of its own (signal `audit_event`). Empty for a
+    /// scheduled scan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<super::AuditRecord>,
 }
 
 /// The partner's GDAP relationship with a customer, as the enumerator listed it.
@@ -66,6 +72,7 @@ impl ScanJob {
             tenant,
             requested_at,
             relationship: None,
+            audit: Vec::new(),
         }
     }
 

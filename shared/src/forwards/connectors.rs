@@ -105,7 +105,7 @@ impl ConnectorInfo {
 
 /// Where a smart host points: one of the tenant's own servers, an outside one, or
 /// something unreadable.
-fn smart_host(host: &str, domains: &TenantDomains) -> Option<Delivery> {
+pub(crate) fn smart_host(host: &str, domains: &TenantDomains) -> Option<Delivery> {
     // `[192.0.2.1]` and bare IPs are addresses; anything else a host name.
     let bare = host.trim().trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {

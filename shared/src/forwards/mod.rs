@@ -14,9 +14,11 @@
 //! Signals: [`mailbox_forwarding`] (`ForwardingSmtpAddress`, `ForwardingAddress`),
 //! [`inbox_rules`], [`transport_rules`] (incident reports included),
 //! [`journal_rules`], [`connectors`] (outbound smart hosts), and [`posture`] (can a
-//! forward leave at all). [`directory`] holds the tenant's recipients; [`rows`]
+//! forward leave at all); [`audit`] turns the Exchange audit records a rescan was
+//! asked for into `audit_event` forwards when their forward is gone. [`directory`] holds the tenant's recipients; [`rows`]
 //! reads Exchange's rows without trusting their shapes.
 
+pub mod audit;
 pub mod connectors;
 pub mod directory;
 pub mod inbox_rules;

@@ -441,6 +441,7 @@ impl DetectionBuilder<'_> {
             severity,
             fingerprint,
             observed_at: self.observed_at,
+            audit: None,
         }
     }
 }

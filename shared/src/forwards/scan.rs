@@ -131,6 +131,11 @@ impl Checks {
         &mut self.reports[i]
     }
 
+    /// Whether the tenant's accepted domains were read (nothing classifies without).
+    fn domains_read(&mut self) -> bool {
+        self.get(Check::AcceptedDomains).status == CheckStatus::Ok
+    }
+
     fn ok(&mut self, check: Check, items: u64) {
         let r = self.get(check);
         r.status = CheckStatus::Ok;
@@ -534,6 +539,7 @@ pub async fn scan_tenant_with(
     let mut posture_summary = Posture::default();
     let mut forwards: Vec<Forward> = Vec::new();
     let mut posture_view: Option<PostureView> = None;
+    let mut audit_found: Vec<(Forward, crate::contracts::AuditRecord)> = Vec::new();
 
     'scan: {
         // 0. A customer the partner no longer lists is not read: lost coverage.
@@ -836,6 +842,17 @@ pub async fn scan_tenant_with(
         if let (Some(c), Some(t)) = (&reads.connectors, &reads.transport) {
             forwards.extend(connectors::forwards(c, t, &domains));
         }
+        // 6. The audit records this rescan was asked for whose forward is gone.
+        audit_found = crate::forwards::audit::audit_forwards(
+            &job.audit,
+            Some(&resolver),
+            reads.mailboxes.as_deref().unwrap_or_default(),
+            &forwards,
+        );
+    }
+    if audit_found.is_empty() && !job.audit.is_empty() && !checks.domains_read() {
+        // The tenant could not be read: every record is reported as it stands.
+        audit_found = crate::forwards::audit::audit_forwards(&job.audit, None, &[], &[]);
     }
 
     let builder = DetectionBuilder {
@@ -844,6 +861,11 @@ pub async fn scan_tenant_with(
         observed_at: now,
     };
     let mut detections: Vec<Detection> = forwards.into_iter().map(|f| builder.build(f)).collect();
+    detections.extend(audit_found.into_iter().map(|(f, record)| {
+        let mut d = builder.build(f);
+        crate::forwards::audit::finish_detection(&mut d, record);
+        d
+    }));
     detections.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     // Two forwards with one fingerprint (the same rule listed twice) are one detection.
     detections.dedup_by(|a, b| a.fingerprint == b.fingerprint);

@@ -42,6 +42,8 @@ use crate::contracts::ErrorKind;
 pub enum Resource {
     Graph,
     Exchange,
+    /// The Office 365 Management Activity API (the audit feed).
+    Management,
 }
 
 /// How the app proves who it is to the token endpoint.
@@ -89,6 +91,7 @@ pub(crate) struct TokenSource {
     grant: Grant,
     graph_scope: String,
     exchange_scope: String,
+    management_scope: String,
     slots: Mutex<HashMap<(String, Resource), Slot>>,
     generation: AtomicU64,
     stats: Arc<Stats>,
@@ -100,6 +103,9 @@ pub(crate) struct TokenSource {
 pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 /// The Exchange admin API's token audience in the public cloud.
 pub const EXCHANGE_RESOURCE: &str = "https://outlook.office365.com";
+
+/// The Management Activity API's token audience in the public cloud.
+pub const MANAGEMENT_RESOURCE: &str = "https://manage.office.com";
 
 /// The `.default` scope of a resource: `https://graph.microsoft.com` →
 /// `https://graph.microsoft.com/.default`. The resource is not the base URL: the
@@ -152,6 +158,12 @@ impl TokenSource {
                     .exo_resource
                     .as_deref()
                     .unwrap_or(EXCHANGE_RESOURCE),
+            ),
+            management_scope: scope_for(
+                settings
+                    .manage_resource
+                    .as_deref()
+                    .unwrap_or(MANAGEMENT_RESOURCE),
             ),
             slots: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
@@ -231,6 +243,7 @@ impl TokenSource {
         let scope = match resource {
             Resource::Graph => &self.graph_scope,
             Resource::Exchange => &self.exchange_scope,
+            Resource::Management => &self.management_scope,
         };
         let url = self.token_url(tenant);
         let mut attempt = 0;

@@ -20,6 +20,7 @@
 //! request is on the wire, never while backing off, so a throttled tenant does not
 //! starve the others.
 
+mod activity;
 mod auth;
 mod error;
 mod exchange;
@@ -27,7 +28,15 @@ mod graph;
 mod retry;
 mod stats;
 
-pub use auth::{EXCHANGE_RESOURCE, GRAPH_RESOURCE, Resource, TokenAnswer, decode_token_answer};
+pub(crate) use activity::bounded as activity_bounded;
+pub use activity::{
+    AUDIT_EXCHANGE, ActivityPage, BlobRead, ContentBlob, FeedRead, MAX_BLOB_BYTES,
+    REMEDY_ACTIVITY_FEED, decode_content_list, parse_time as parse_activity_time,
+};
+pub use auth::{
+    EXCHANGE_RESOURCE, GRAPH_RESOURCE, MANAGEMENT_RESOURCE, Resource, TokenAnswer,
+    decode_token_answer,
+};
 pub use error::{
     M365Error, REMEDY_EXCHANGE_PERMISSION, REMEDY_EXCHANGE_ROLE, REMEDY_RELATIONSHIP, api_error,
     exchange_error_message, token_error,
@@ -66,6 +75,7 @@ struct Inner {
     http: reqwest::Client,
     graph_url: String,
     exo_url: String,
+    manage_url: String,
     partner_tenant_id: String,
     tokens: TokenSource,
     limits: Limits,
@@ -161,6 +171,7 @@ impl M365Client {
                 http,
                 graph_url: settings.graph_url.trim_end_matches('/').to_owned(),
                 exo_url: settings.exo_url.trim_end_matches('/').to_owned(),
+                manage_url: settings.manage_url.trim_end_matches('/').to_owned(),
                 partner_tenant_id: settings.partner_tenant_id.clone(),
                 tokens,
                 limits: Limits {
@@ -211,6 +222,10 @@ impl M365Client {
         &self.inner.exo_url
     }
 
+    pub(crate) fn manage_base(&self) -> &str {
+        &self.inner.manage_url
+    }
+
     /// Forgets `tenant`'s token for `resource` if it is still `generation`.
     pub(crate) async fn invalidate_token(&self, tenant: &str, resource: Resource, generation: u64) {
         self.inner
@@ -230,6 +245,16 @@ impl M365Client {
         req: &ApiRequest<'_>,
         parse: impl Fn(&[u8]) -> Result<R, String>,
     ) -> Result<(R, u64), M365Error> {
+        self.send_full(req, |_, body| parse(body)).await
+    }
+
+    /// [`M365Client::send`] whose `parse` also sees the answer's headers (the
+    /// Management Activity API pages by a `NextPageUri` header, not a body link).
+    pub(crate) async fn send_full<R>(
+        &self,
+        req: &ApiRequest<'_>,
+        parse: impl Fn(&reqwest::header::HeaderMap, &[u8]) -> Result<R, String>,
+    ) -> Result<(R, u64), M365Error> {
         // One client span per Microsoft call (retries included), child of the
         // tenant scan: a trace shows where a slow or throttled scan spent its time.
         // The URL is left out: paging links carry opaque tokens.
@@ -246,7 +271,7 @@ impl M365Client {
     async fn send_attempts<R>(
         &self,
         req: &ApiRequest<'_>,
-        parse: impl Fn(&[u8]) -> Result<R, String>,
+        parse: impl Fn(&reqwest::header::HeaderMap, &[u8]) -> Result<R, String>,
     ) -> Result<(R, u64), M365Error> {
         let inner = &self.inner;
         let mut attempt: u32 = 0;
@@ -277,7 +302,10 @@ impl M365Client {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         let retry_after = retry::retry_after(resp.headers());
-                        resp.bytes().await.map(|b| (status, retry_after, b))
+                        let headers = resp.headers().clone();
+                        resp.bytes()
+                            .await
+                            .map(|b| (status, retry_after, (headers, b)))
                     }
                     Err(e) => Err(e),
                 }
@@ -289,13 +317,13 @@ impl M365Client {
                 _ => record_call(api, "error"),
             }
             let (error, retry_after) = match outcome {
-                Ok((status, _, bytes)) if (200..300).contains(&status) => {
+                Ok((status, _, (headers, bytes))) if (200..300).contains(&status) => {
                     let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
                         b"null"
                     } else {
                         &bytes
                     };
-                    match parse(body) {
+                    match parse(&headers, body) {
                         Ok(v) => return Ok((v, token.generation)),
                         // A garbled success is most often a cut-off transfer: try again.
                         Err(e) => (
@@ -304,7 +332,7 @@ impl M365Client {
                         ),
                     }
                 }
-                Ok((401, _, bytes)) => {
+                Ok((401, _, (_, bytes))) => {
                     inner.stats.unauthorized();
                     if !refreshed {
                         // Expired or revoked early: refresh once, without spending an attempt.
@@ -318,7 +346,7 @@ impl M365Client {
                     }
                     return Err(api_error(401, &bytes));
                 }
-                Ok((status, retry_after, bytes)) => {
+                Ok((status, retry_after, (_, bytes))) => {
                     let error = api_error(status, &bytes);
                     if status == 429 {
                         inner.stats.throttled();
@@ -372,6 +400,7 @@ fn api_of(resource: Resource) -> &'static str {
     match resource {
         Resource::Graph => "graph",
         Resource::Exchange => "exchange",
+        Resource::Management => "activity",
     }
 }
 

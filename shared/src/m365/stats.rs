@@ -21,15 +21,18 @@ pub enum RequestKind {
     ExoCommand,
     /// An Exchange `POST …/$batch` (up to 10 cmdlets).
     ExoBatch,
+    /// A Management Activity API call (subscription, content listing page, blob).
+    Activity,
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 5] = [
+    pub const ALL: [RequestKind; 6] = [
         RequestKind::Token,
         RequestKind::GraphGet,
         RequestKind::GraphBatch,
         RequestKind::ExoCommand,
         RequestKind::ExoBatch,
+        RequestKind::Activity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl RequestKind {
             RequestKind::GraphBatch => "graph_batch",
             RequestKind::ExoCommand => "exo_command",
             RequestKind::ExoBatch => "exo_batch",
+            RequestKind::Activity => "activity",
         }
     }
 
@@ -50,7 +54,7 @@ impl RequestKind {
 /// Live counters, shared by every clone of a client.
 #[derive(Debug, Default)]
 pub struct Stats {
-    requests: [AtomicU64; 5],
+    requests: [AtomicU64; 6],
     throttled: AtomicU64,
     server_errors: AtomicU64,
     timeouts: AtomicU64,

@@ -317,6 +317,34 @@ impl Keys {
     pub fn last_run(&self) -> String {
         self.key("last_run", &[])
     }
+
+    // ---- enumerator: the audit feed (Management Activity API) ----
+
+    /// Where the next read of a tenant's audit feed starts (string, RFC 3339: the
+    /// end of the last window read and acted on). Owner: enumerator. No TTL.
+    pub fn activity_watermark(&self, tenant: &str) -> String {
+        self.key("activity_watermark", &[tenant])
+    }
+
+    /// An audit record already acted on (string `1`), so a record read again — an
+    /// overlapping window, a restart — never triggers twice. Owner: enumerator.
+    /// TTL: a little over the feed's 7-day retention.
+    pub fn activity_record(&self, tenant: &str, record_id: &str) -> String {
+        self.key("activity_record", &[tenant, record_id])
+    }
+
+    /// The tenant's `Audit.Exchange` subscription was started (string `1`), so it
+    /// is not started again on every poll. Owner: enumerator. TTL: a day.
+    pub fn activity_subscribed(&self, tenant: &str) -> String {
+        self.key("activity_subscribed", &[tenant])
+    }
+
+    /// Tenants whose audit feed cannot be read now (hash: tenant id → JSON with
+    /// `since`, `last_error`, `remedy`), cleared by the next good read. Owner:
+    /// enumerator; for `fwdwatch status` and operators. No TTL.
+    pub fn activity_failures(&self) -> String {
+        self.key("activity_failures", &[])
+    }
 }
 
 /// Appends `part` to `out`, percent-encoding `%`, the separator `:`, whitespace and
@@ -435,6 +463,10 @@ mod tests {
             keys.console_session("s"),
             keys.console_sign_in("s"),
             keys.console_auth("s"),
+            keys.activity_watermark("t"),
+            keys.activity_record("t", "r"),
+            keys.activity_subscribed("t"),
+            keys.activity_failures(),
         ];
         for key in &all {
             assert!(key.starts_with("t-123:"), "{key}");

@@ -142,6 +142,11 @@ pub(crate) fn execute(sim: &Sim, req: &ExoRequest<'_>) -> Reply {
     match outcome {
         Err(r) => r,
         Ok(cmdlets::Outcome::Done(warnings)) => {
+            // A change (no "no settings modified" warning) is an audit record too.
+            if warnings.is_empty() {
+                let change = crate::activity::cmdlet_change(&sim.args.client_id, canonical, params);
+                sim.activity.record(req.tenant, meta, change);
+            }
             Reply::ok(paging::envelope(&meta.id, Vec::new(), warnings, None))
         }
         Ok(cmdlets::Outcome::Truncated(rows)) => Reply::ok(paging::envelope(

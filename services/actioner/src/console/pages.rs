@@ -267,6 +267,9 @@ fn forward_facts(row: &ForwardRow) -> Markup {
             tr { th { "Customer" } td { (row.customer) br; span class="small" { (row.tenant_id) } } }
             tr { th { "Mailbox" } td class="addr" { (row.mailbox_or_scope()) @if !row.mailbox_name.is_empty() { " (" (row.mailbox_name) ")" } } }
             tr { th { "Where" } td { (signal_label(row.signal)) } }
+            @if let Some(a) = &row.audit {
+                tr { th { "Audit record" } td class="addr" { (a) } }
+            }
             @if row.rule_name.is_some() || row.rule_id.is_some() {
                 tr { th { "Rule" } td {
                     @if let Some(name) = &row.rule_name { "“" (name) "”" }
@@ -670,3 +673,34 @@ pub fn method_label(method: SignInMethod) -> &'static str {
 
 /// The stylesheet (served at `/console/static/console.css`).
 pub const STYLESHEET: &str = include_str!("console.css");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::data::StoredForward;
+    use crate::console::view::forward_row;
+    use fwdwatch_shared::contracts::{AuditRecord, Detection, Signal};
+
+    #[test]
+    fn an_audit_record_is_text_never_markup() {
+        let mut d = Detection::example();
+        d.signal = Signal::AuditEvent;
+        d.audit = Some(AuditRecord {
+            actor: "<a href=\"https://evil.example\">admin</a>".into(),
+            client_ip: "<script>x</script>".into(),
+            ..AuditRecord::example()
+        });
+        let row = forward_row(&StoredForward {
+            detection: d,
+            state: "open".into(),
+            first_seen: None,
+            last_seen: None,
+        });
+        let html = forward_facts(&row).into_string();
+        assert!(html.contains("Audit record"), "{html}");
+        assert!(html.contains("&lt;a href="), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(!html.contains("<a href"), "{html}");
+        assert!(!html.contains("<script"), "{html}");
+    }
+}

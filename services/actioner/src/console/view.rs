@@ -49,6 +49,8 @@ pub struct ForwardRow {
     pub campaign: Option<String>,
     /// The notifier's state (`open`, `approved`, `removed`, `resolved`…).
     pub state: String,
+    /// An audit event's record: operation, time, actor and client IP (plain text).
+    pub audit: Option<String>,
 }
 
 impl ForwardRow {
@@ -155,6 +157,7 @@ pub fn forward_row(forward: &StoredForward) -> ForwardRow {
         last_seen: forward.last_seen.or(Some(d.observed_at)),
         campaign: None,
         state: forward.state.clone(),
+        audit: d.audit.as_ref().map(|a| a.describe()),
     }
 }
 
@@ -360,6 +363,22 @@ mod tests {
         assert_eq!(signal_label(row.signal), "inbox rule");
         assert!(row.mentions("collector@"));
         assert!(!row.mentions("nobody"));
+    }
+
+    #[test]
+    fn an_audit_event_shows_its_record() {
+        let mut d = Detection::example();
+        d.signal = Signal::AuditEvent;
+        d.audit = Some(fwdwatch_shared::contracts::AuditRecord::example());
+        let row = forward_row(&stored(d));
+        assert_eq!(signal_label(row.signal), "audit log event");
+        assert_eq!(
+            row.audit.as_deref(),
+            Some(
+                "New-InboxRule at 2026-11-28 18:42:07 UTC by victim@contoso.com from 203.0.113.7:50123"
+            )
+        );
+        assert_eq!(forward_row(&stored(Detection::example())).audit, None);
     }
 
     #[test]

@@ -101,6 +101,7 @@ fn identity_from_command(command: &Command, signal: Signal, mailbox: Option<&str
         severity: Severity::Medium,
         fingerprint: command.fingerprint.clone(),
         observed_at: command.issued_at,
+        audit: None,
     }
 }
 

@@ -104,6 +104,10 @@ impl Sink for LogSink {
         // Delivery paths and coverage lines hold tenant text (addresses, group
         // names, Microsoft's error text): shown through `visible` like the rest.
         let mut traits = d.map(text::traits).unwrap_or_default();
+        traits.extend(
+            d.and_then(text::audit)
+                .map(|a| format!("audit record: {a}")),
+        );
         traits.extend(d.map(text::paths).unwrap_or_default());
         traits.extend(text::coverage(alert));
         let traits = traits.join("; ");

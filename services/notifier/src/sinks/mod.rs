@@ -366,6 +366,12 @@ pub mod text {
         }
     }
 
+    /// An audit event's record in one plain line (operation, time, actor, client
+    /// IP: attacker text, escaped by each sink, never a link).
+    pub fn audit(d: &Detection) -> Option<String> {
+        d.audit.as_ref().map(|a| a.describe())
+    }
+
     /// Why addresses that look internal are outside: one line per path, e.g.
     /// `eve@gmail.com via team-sync@contoso.com (MailUniversalDistributionGroup) → …`.
     pub fn paths(d: &Detection) -> Vec<String> {
@@ -621,6 +627,13 @@ pub(crate) mod tests {
             "collector@login.microsoftonline.com.evil.example".into(),
             "https://login.microsoftonline.com.evil.example/@x".into(),
         ];
+        // An audit record's text is the attacker's too (operation, actor, IP).
+        d.audit = Some(fwdwatch_shared::contracts::AuditRecord {
+            operation: HOSTILE.join(" "),
+            actor: HOSTILE.join(" "),
+            client_ip: "<http://x.example|click>".into(),
+            ..fwdwatch_shared::contracts::AuditRecord::example()
+        });
         alert
     }
 
@@ -736,5 +749,22 @@ pub(crate) mod tests {
             "{traits}"
         );
         assert!(text::summary(&alert).contains("victim@contoso.com → collector@evil.example"));
+        assert_eq!(text::audit(d), None, "only audit events carry a record");
+    }
+
+    #[test]
+    fn an_audit_event_says_when_who_and_from_where() {
+        let mut alert = crate::alert::tests::pending(AlertKind::New);
+        let d = alert.detection.as_mut().expect("detection");
+        d.signal = Signal::AuditEvent;
+        d.audit = Some(fwdwatch_shared::contracts::AuditRecord::example());
+        let d = alert.detection.as_ref().expect("detection");
+        assert_eq!(
+            text::audit(d).as_deref(),
+            Some(
+                "New-InboxRule at 2026-11-28 18:42:07 UTC by victim@contoso.com from 203.0.113.7:50123"
+            )
+        );
+        assert!(text::signal(d.signal).starts_with("Audit log event"));
     }
 }

@@ -250,6 +250,24 @@ pub fn blocks(alert: &PendingAlert, actions: &[TargetActions]) -> Vec<Value> {
     if let Some(rule) = rule(d) {
         fields.push(field("Rule", rule));
     }
+    if let Some(a) = &d.audit {
+        // Every value is the attacker's: code spans (no link, no mention, no markup).
+        let shown = if a.unreadable.is_some() {
+            code(&a.describe())
+        } else {
+            format!(
+                "{} at {} by {} from {}",
+                code(&a.operation),
+                a.created_at.map_or_else(
+                    || "(unknown time)".to_owned(),
+                    |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+                ),
+                code(&a.actor),
+                code(&a.client_ip)
+            )
+        };
+        fields.push(field("Audit record", shown));
+    }
     blocks.push(json!({"type": "section", "fields": fields}));
 
     let mut notes = text::traits(d);
@@ -752,6 +770,14 @@ mod tests {
         assert!(text.contains("&lt;!channel&gt;"), "{text}");
         assert!(text.contains("&lt;U+202E&gt;"), "{text}");
         assert!(text.contains("ˋcodeˋ"), "{text}");
+        assert!(
+            text.contains("Audit record"),
+            "the audit record is shown: {text}"
+        );
+        assert!(
+            text.contains("`&lt;http://x.example|click&gt;`"),
+            "the client IP is a code span: {text}"
+        );
         assert!(
             !notification(&alert).contains("evil"),
             "no tenant text in the notification"

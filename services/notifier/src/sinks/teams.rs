@@ -150,6 +150,9 @@ pub fn card(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
         if let Some(rule) = text::rule(d) {
             body.push(row(label("Rule"), untrusted(&rule)));
         }
+        if let Some(audit) = text::audit(d) {
+            body.push(row(label("Audit record"), untrusted(&audit)));
+        }
         if let Some(first) = alert.first_seen {
             body.push(row(
                 label("First seen"),

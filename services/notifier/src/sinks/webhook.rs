@@ -135,6 +135,8 @@ pub fn payload(alert: &PendingAlert, actions: &[TargetActions]) -> Value {
         "posture_blocked": detection.map(|d| d.posture_blocked),
         "unreadable": detection.map(|d| d.unreadable),
         "paths": detection.map(|d| d.paths.clone()),
+        // An audit event's record (time, actor, client IP…): data, never a title.
+        "audit": detection.and_then(|d| d.audit.clone()),
         "coverage": alert.coverage,
         "first_seen": alert.first_seen,
         "reminder": (alert.kind == AlertKind::Reminder).then_some(alert.reminder),
