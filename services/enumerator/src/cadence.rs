@@ -158,6 +158,32 @@ impl Handler<TenantSummary> for SummaryHandler {
     }
 }
 
+/// Drops summaries: what the cron mode does with the queue continuous mode left behind.
+struct Discard;
+
+#[async_trait]
+impl Handler<TenantSummary> for Discard {
+    async fn handle(&self, _: TenantSummary, _: &DeliveryInfo) -> Result<(), HandleError> {
+        Ok(())
+    }
+}
+
+/// In cron mode: if an earlier continuous enumerator left its summaries queue, keep
+/// it empty (nothing else reads it, and a quorum queue nobody consumes grows without
+/// bound). Returns at once when there is no such queue.
+pub async fn drain_left_queue(bus: Arc<dyn Bus>, settings: &Settings, shutdown: CancellationToken) {
+    let topology = Topology::from_settings(&settings.amqp);
+    let queue = summaries_queue(&topology);
+    if bus.queue_depth(&queue).await.is_err() {
+        return;
+    }
+    tracing::info!(%queue, "Emptying the summaries queue left by continuous mode (delete it to stop this).");
+    let options = ConsumerOptions::from_settings(&settings.amqp);
+    if let Err(error) = run_consumer(bus, &queue, options, Arc::new(Discard), shutdown).await {
+        tracing::warn!(%error, %queue, "Stopped emptying the summaries queue left by continuous mode.");
+    }
+}
+
 /// Dispatch budget: twice the nominal rate of the cadence, so a backlog drains
 /// without a burst.
 struct Budget {

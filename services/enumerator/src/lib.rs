@@ -518,6 +518,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     if continuous {
         return cadence::run_continuous(bus, client, store, &settings, shutdown).await;
     }
+    tokio::spawn({
+        let (bus, settings, shutdown) = (bus.clone(), settings.clone(), shutdown.clone());
+        async move { cadence::drain_left_queue(bus, &settings, shutdown).await }
+    });
     run_scheduled_with(bus, client, Some(store), &settings, shutdown).await
 }
 

@@ -665,3 +665,46 @@ fn the_mode_is_checked_and_continuous_by_default() {
     .expect_err("refused");
     assert!(err.to_string().contains("enumerator.cadence"), "{err}");
 }
+
+/// Switched back to cron, the enumerator keeps the summaries queue continuous mode
+/// left behind empty (nobody else reads it); without such a queue it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_mode_empties_the_queue_continuous_mode_left() {
+    let f = Fixture::new(2, &[]).await;
+    let bus: Arc<dyn Bus> = f.bus.clone();
+    // No queue: returns at once.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        fwdwatch_enumerator::cadence::drain_left_queue(
+            bus.clone(),
+            &f.settings,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("returns at once without the queue");
+    bus.declare_queue(&fwdwatch_enumerator::cadence::summaries_queue_spec(
+        &f.topology,
+    ))
+    .await
+    .expect("declare");
+    let job = ScanJob::new("run-x", TenantSummary::example().tenant, chrono::Utc::now());
+    for _ in 0..3 {
+        publish_summary(&f.bus, &f.topology, &summary_for(&job, Reply::Complete)).await;
+    }
+    let queue = summaries_queue(&f.topology);
+    assert_eq!(bus.queue_depth(&queue).await.expect("depth"), 3);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (bus, settings, stop) = (bus.clone(), f.settings.clone(), stop.clone());
+        async move { fwdwatch_enumerator::cadence::drain_left_queue(bus, &settings, stop).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bus.queue_depth(&queue).await.expect("depth") > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bus.queue_depth(&queue).await.expect("depth"), 0);
+    stop.cancel();
+    task.await.expect("join");
+    f.cleanup().await;
+}

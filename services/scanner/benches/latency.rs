@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Knobs: `LATENCY_TENANTS` (1000), `LATENCY_MAILBOXES` (50), `LATENCY_SCANNERS`
-//! (scanner processes, 1), `LATENCY_PLANTS` (forwards planted, 60),
+//! (scanner processes, 1), `LATENCY_PLANTS` (forwards planted, 100),
 //! `LATENCY_WINDOW_S` (the planting window after warm-up, default one cadence),
 //! `LATENCY_TAIL_S` (longest wait for the last alert after the window, default two
 //! cadences + 60 s), `LATENCY_CADENCE` (overrides `enumerator.cadence`, e.g. `2m`, for
@@ -130,7 +130,7 @@ async fn run() -> anyhow::Result<()> {
     let tenants = env_usize("LATENCY_TENANTS", 1000) as u32;
     let mailboxes = env_usize("LATENCY_MAILBOXES", 50) as u32;
     let scanners = env_usize("LATENCY_SCANNERS", 1);
-    let plants = env_usize("LATENCY_PLANTS", 60);
+    let plants = env_usize("LATENCY_PLANTS", 100);
 
     let mut args = SimArgs {
         tenants,
