@@ -149,7 +149,7 @@ pub struct StaticTenant {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnumeratorSettings {
-    /// Cron with seconds, e.g. `0 0 19 * * *` (every day at 19:00 UTC).
+    /// Cron mode: cron with seconds, e.g. `0 0 19 * * *` (every day at 19:00 UTC).
     pub schedule: String,
     /// `gdap` (list active GDAP relationships) or `static` (the `tenants` list).
     pub source: String,
@@ -163,6 +163,26 @@ pub struct EnumeratorSettings {
     /// is reported and reminded; after this it is forgotten.
     #[serde(default = "default_unlisted_retention", with = "humantime_serde")]
     pub unlisted_retention: Duration,
+    /// `continuous` (every tenant rescanned every `cadence`, spread over it) or
+    /// `cron` (one job per tenant at every tick of `schedule`).
+    #[serde(default = "default_enumerator_mode")]
+    pub mode: String,
+    /// Continuous mode: how often each tenant's scan starts (see docs/scanning.md
+    /// for why 8 minutes: p95 detection under 10 minutes, under 60 Exchange
+    /// requests per tenant-hour).
+    #[serde(default = "default_cadence", with = "humantime_serde")]
+    pub cadence: Duration,
+    /// Continuous mode: how often the tenant list is read again (GDAP listing).
+    #[serde(default = "default_relist_interval", with = "humantime_serde")]
+    pub relist_interval: Duration,
+    /// Continuous mode: a scan with no summary after this long counts as lost (a
+    /// failure) and the tenant is scheduled again.
+    #[serde(default = "default_scan_timeout", with = "humantime_serde")]
+    pub scan_timeout: Duration,
+    /// Continuous mode: the longest interval a tenant whose scans keep failing is
+    /// backed off to (the interval doubles from the second failure in a row).
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
     /// Read every tenant's Exchange audit events (Office 365 Management Activity
     /// API, `Audit.Exchange`; needs `ActivityFeed.Read`) and rescan a tenant at once
     /// when one records a forwarding change.
@@ -186,6 +206,26 @@ fn default_audit_lookback() -> Duration {
 
 fn default_unlisted_retention() -> Duration {
     Duration::from_secs(30 * 86_400)
+}
+
+fn default_enumerator_mode() -> String {
+    "continuous".to_owned()
+}
+
+fn default_cadence() -> Duration {
+    Duration::from_secs(8 * 60)
+}
+
+fn default_relist_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_scan_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(4 * 3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -604,6 +644,13 @@ log_format = "pretty"
 log_filter = "info"
 
 [enumerator]
+# `continuous`: every tenant rescanned every `cadence`, each in its own slot of the
+# period; `cron`: one job per tenant at every tick of `schedule`.
+mode = "continuous"
+cadence = "8m"
+relist_interval = "1h"
+scan_timeout = "30m"
+backoff_max = "4h"
 schedule = "0 0 19 * * *"
 source = "gdap"
 audit_events = false
@@ -740,6 +787,21 @@ impl Settings {
                 "enumerator.audit_lookback",
                 "must be at most 7d (the audit feed keeps 7 days)",
             );
+        }
+        if !matches!(self.enumerator.mode.as_str(), "continuous" | "cron") {
+            return fail("enumerator.mode", "must be `continuous` or `cron`");
+        }
+        for (key, value) in [
+            ("enumerator.cadence", self.enumerator.cadence),
+            (
+                "enumerator.relist_interval",
+                self.enumerator.relist_interval,
+            ),
+            ("enumerator.scan_timeout", self.enumerator.scan_timeout),
+        ] {
+            if value < Duration::from_secs(1) {
+                return fail(key, "must be at least 1s");
+            }
         }
         if self.scanner.concurrent_tenants == 0 {
             return fail("scanner.concurrent_tenants", "must be at least 1");

@@ -1,5 +1,7 @@
-//! The enumerator: lists the customer tenants and publishes one scan job per
-//! tenant per run, on a cron schedule or once.
+//! The enumerator: lists the customer tenants and publishes scan jobs —
+//! continuously (the default: every tenant on a rolling cadence, see [`cadence`]),
+//! one job per tenant per run on a cron schedule (`enumerator.mode = "cron"`), or
+//! once (`--once`).
 //!
 //! ```text
 //! cron tick / --once ──▶ list tenants ──▶ minus exclusions ──▶ ScanJob × N ──▶ {ns}.scan (job)
@@ -41,6 +43,8 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 pub mod audit;
+pub mod cadence;
+pub mod schedule;
 
 /// How hard one run tries to list the tenants before it is reported as failed
 /// (each attempt is already retried inside the client for throttling and 5xx).
@@ -237,7 +241,7 @@ pub async fn list_relationships(
 /// remembers this listing. Tenants missing for longer than `retention` are
 /// forgotten. A store that cannot be read changes nothing (the run goes on with
 /// what was listed; the next run catches up).
-async fn with_unlisted(
+pub(crate) async fn with_unlisted(
     store: &dyn Store,
     keys: &Keys,
     mut listed: Vec<Listed>,
@@ -502,17 +506,33 @@ pub async fn run_scheduled_with(
     }
 }
 
-/// The enumerator service on its schedule: RabbitMQ from `amqp`, Microsoft 365
-/// from `m365` (GDAP source).
+/// The enumerator service in its configured mode (`enumerator.mode`): continuous
+/// scanning, or runs on the cron `enumerator.schedule`. RabbitMQ from `amqp`,
+/// Microsoft 365 from `m365` (GDAP source), state in Redis.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    parse_schedule(&settings.enumerator.schedule)?;
+    let continuous = settings.enumerator.mode == "continuous";
+    if !continuous {
+        parse_schedule(&settings.enumerator.schedule)?;
+    }
     let client = client_for(&settings)?;
     let bus: Arc<dyn Bus> = Arc::new(RabbitBus::connect(&settings.amqp).await?);
     let store = fwdwatch_shared::store::connect(&settings.redis)
         .await
         .context("connecting to Redis")?;
-    let poller = audit::spawn_if_enabled(bus.clone(), store.clone(), &settings, shutdown.clone())?;
-    let result = run_scheduled_with(bus, client, Some(store), &settings, shutdown).await;
+    // The poller stops with the service, also when the schedule fails on its own.
+    let poller_stop = shutdown.child_token();
+    let poller =
+        audit::spawn_if_enabled(bus.clone(), store.clone(), &settings, poller_stop.clone())?;
+    let result = if continuous {
+        cadence::run_continuous(bus, client, store, &settings, shutdown).await
+    } else {
+        tokio::spawn({
+            let (bus, settings, shutdown) = (bus.clone(), settings.clone(), shutdown.clone());
+            async move { cadence::drain_left_queue(bus, &settings, shutdown).await }
+        });
+        run_scheduled_with(bus, client, Some(store), &settings, shutdown).await
+    };
+    poller_stop.cancel();
     if let Some(poller) = poller {
         let _ = poller.await;
     }

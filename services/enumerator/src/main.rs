@@ -1,6 +1,7 @@
 //! `fwdwatch-enumerator`: the enumerator service binary. Everything lives in the
 //! library (`fwdwatch_enumerator`); this reads flags and configuration, starts
-//! telemetry, and either runs once (`--once`) or on `enumerator.schedule`.
+//! telemetry, and either runs once (`--once`) or in `enumerator.mode`: continuous
+//! scanning (default) or runs on the cron `enumerator.schedule`.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,8 @@ struct Args {
     /// TOML configuration file (defaults, then this file, then FWDWATCH__… variables).
     #[arg(long, env = "FWDWATCH_CONFIG")]
     config: Option<PathBuf>,
-    /// Run once now and exit, instead of waiting for the schedule.
+    /// Run once now (one job per tenant) and exit, instead of scanning continuously
+    /// or on the cron schedule.
     #[arg(long)]
     once: bool,
 }

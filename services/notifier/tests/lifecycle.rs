@@ -1066,3 +1066,100 @@ async fn audit_events_are_never_resolved_by_a_scan() {
         assert_eq!(state.as_deref(), Some(state::OPEN), "{n}");
     }
 }
+
+/// Continuous scanning rescans every tenant every 8 minutes (`enumerator.cadence`):
+/// three days of it (540 scans of one tenant) must alert like three daily scans did.
+/// An open forward seen on every scan: one `new`, then one reminder per
+/// `reminder_interval` (24 h), never one per scan. A forward that disappears:
+/// exactly one `resolved`, on the first complete scan without it. A tenant dark for
+/// a permanent reason: one `coverage_lost`, then daily reminders.
+#[tokio::test]
+async fn no_reminder_storm_at_an_eight_minute_cadence() {
+    const CADENCE: i64 = 8 * 60;
+    const SCANS: i64 = 3 * 24 * HOUR / CADENCE;
+    for b in backends().await {
+        let n = b.name;
+        let coverage = CoverageTracker::new(
+            b.store.clone(),
+            b.keys.clone(),
+            config(),
+            3,
+            b.tracker.outbox_owner(),
+        );
+        let stays = detection(
+            21,
+            "ann@c21.example",
+            Signal::InboxRule,
+            &["x@evil.example"],
+            t0(),
+        );
+        let goes = detection(
+            21,
+            "ben@c21.example",
+            Signal::ForwardingSmtpAddress,
+            &["y@evil.example"],
+            t0(),
+        );
+        // Removed by the customer after 10 hours: gone from the 76th scan on.
+        let gone_from = 10 * HOUR / CADENCE + 1;
+        let mut kinds: Vec<(i64, AlertKind)> = Vec::new();
+        let mut coverage_kinds: Vec<(i64, AlertKind)> = Vec::new();
+        // The dark tenant was read once before, so it can lose coverage.
+        coverage
+            .observe(&summary(22, t0() - secs(HOUR), &[], &[]), t0() - secs(HOUR))
+            .await
+            .expect("c");
+        for k in 0..SCANS {
+            let at = t0() + secs(k * CADENCE);
+            let mut seen = vec![stays.clone()];
+            if k < gone_from {
+                seen.push(goes.clone());
+            }
+            let mut fps: Vec<&str> = Vec::new();
+            for d in &mut seen {
+                d.observed_at = at;
+                d.run_id = format!("run-{}", at.timestamp_millis());
+                d.detection_id = format!("{}:{}", d.run_id, d.fingerprint);
+                if let Observed::Alert(a) = b.tracker.observe(d, at).await.expect("observe") {
+                    kinds.push((k, a.kind));
+                }
+                fps.push(&d.fingerprint);
+            }
+            let complete = summary(21, at, &fps, &[]);
+            for a in b.tracker.resolve(&complete, at).await.expect("resolve") {
+                kinds.push((k, a.kind));
+            }
+            if let Some(a) = coverage.observe(&complete, at).await.expect("coverage") {
+                coverage_kinds.push((k, a.kind));
+            }
+            if let Some(a) = coverage
+                .observe(&dark(22, at, ErrorKind::ConsentMissing), at)
+                .await
+                .expect("coverage")
+            {
+                coverage_kinds.push((k, a.kind));
+            }
+        }
+        let day = 24 * HOUR / CADENCE;
+        assert_eq!(
+            kinds,
+            vec![
+                (0, AlertKind::New),
+                (0, AlertKind::New),
+                (gone_from, AlertKind::Resolved),
+                (day, AlertKind::Reminder),
+                (2 * day, AlertKind::Reminder),
+            ],
+            "{n}: {SCANS} scans, five alerts"
+        );
+        assert_eq!(
+            coverage_kinds,
+            vec![
+                (0, AlertKind::CoverageLost),
+                (day, AlertKind::CoverageLost),
+                (2 * day, AlertKind::CoverageLost),
+            ],
+            "{n}: coverage lost once, then daily"
+        );
+    }
+}

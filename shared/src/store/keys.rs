@@ -345,6 +345,14 @@ impl Keys {
     pub fn activity_failures(&self) -> String {
         self.key("activity_failures", &[])
     }
+
+    /// The continuous-scanning schedule (hash: lower-case tenant id → JSON with the
+    /// tenant's next due time, its scan in flight, its failures in a row), so a
+    /// restarted enumerator resumes the cadence. Owner: enumerator. No TTL; a tenant
+    /// dropped from the listing loses its field.
+    pub fn schedule(&self) -> String {
+        self.key("schedule", &[])
+    }
 }
 
 /// Appends `part` to `out`, percent-encoding `%`, the separator `:`, whitespace and
