@@ -33,8 +33,12 @@
 //!   not every tick. A failed listing keeps the current schedule and is retried
 //!   sooner; it is never an empty schedule.
 //!
-//! One enumerator per deployment (like the cron mode): two would each keep their
-//! own in-flight view of the same tenants.
+//! - **One schedule keeper.** The schedule is kept by one enumerator at a time: it
+//!   holds a lease in Redis (`Keys::schedule_lease`, 30 s, renewed every 10 s). A
+//!   second enumerator — a replica started by mistake, an overlapping deploy —
+//!   waits as a standby instead of doubling every scan, and takes over within the
+//!   lease when the keeper stops or dies; a keeper that finds its lease taken
+//!   stops with an error (its supervisor restarts it as the standby).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -394,6 +398,117 @@ pub async fn run_continuous_with(
         .await
         .context("declaring the enumerator's summaries queue")?;
     let keys = Keys::from_settings(&settings.redis);
+    let Some(lease) = Lease::acquire(store.clone(), &keys, &shutdown).await else {
+        return Ok(()); // shut down while waiting as the standby
+    };
+    let outcome = keep_schedule(
+        bus,
+        client,
+        store,
+        settings,
+        list_policy,
+        shutdown,
+        &topology,
+        &keys,
+        &lease,
+    )
+    .await;
+    lease.release().await;
+    outcome
+}
+
+/// How long the schedule lease lasts without renewal, and how often it is renewed.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+
+/// The right to keep the schedule (see the module's doc): `Keys::schedule_lease`
+/// holding this enumerator's id.
+struct Lease {
+    store: Arc<dyn Store>,
+    key: String,
+    holder: String,
+}
+
+impl Lease {
+    /// Waits until the lease is free and takes it; `None` when shut down first.
+    async fn acquire(
+        store: Arc<dyn Store>,
+        keys: &Keys,
+        shutdown: &CancellationToken,
+    ) -> Option<Lease> {
+        let lease = Lease {
+            store,
+            key: keys.schedule_lease(),
+            holder: format!("pid {} {}", std::process::id(), uuid::Uuid::new_v4()),
+        };
+        let mut told = false;
+        loop {
+            match lease
+                .store
+                .compare_and_set(&lease.key, None, &lease.holder, Some(LEASE_TTL))
+                .await
+            {
+                Ok(true) => {
+                    if told {
+                        tracing::info!(
+                            "The other enumerator is gone; this one keeps the schedule now."
+                        );
+                    }
+                    return Some(lease);
+                }
+                Ok(false) if !told => {
+                    let other = lease.store.get(&lease.key).await.ok().flatten();
+                    tracing::warn!(
+                        holder = other.as_deref().unwrap_or("?"),
+                        "Another enumerator keeps the continuous schedule; this one waits as a standby (run one enumerator per deployment)."
+                    );
+                    told = true;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "Could not take the schedule lease; trying again.");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(LEASE_RENEW) => {}
+            }
+        }
+    }
+
+    /// Extends the lease. `Ok(false)`: another enumerator holds it now.
+    async fn renew(&self) -> Result<bool, StoreError> {
+        self.store
+            .compare_and_set(&self.key, Some(&self.holder), &self.holder, Some(LEASE_TTL))
+            .await
+    }
+
+    /// Gives the lease back (if still ours) so a standby takes over at once.
+    async fn release(&self) {
+        if let Ok(Some(holder)) = self.store.get(&self.key).await
+            && holder == self.holder
+            && let Err(error) = self.store.delete(&self.key).await
+        {
+            tracing::debug!(%error, "Could not give the schedule lease back; it expires.");
+        }
+    }
+}
+
+/// The schedule's life while this enumerator holds the lease.
+#[allow(clippy::too_many_arguments)]
+async fn keep_schedule(
+    bus: Arc<dyn Bus>,
+    client: Option<M365Client>,
+    store: Arc<dyn Store>,
+    settings: &Settings,
+    list_policy: ListPolicy,
+    shutdown: CancellationToken,
+    topology: &Topology,
+    keys: &Keys,
+    lease: &Lease,
+) -> anyhow::Result<()> {
+    let topology = topology.clone();
+    let keys = keys.clone();
     let policy = policy(settings);
     let mut initial = Schedule::new(policy);
     let saved = saved_schedule(store.as_ref(), &keys)
@@ -451,11 +566,24 @@ pub async fn run_continuous_with(
         last: tokio::time::Instant::now(),
     };
     let mut next_report = tokio::time::Instant::now() + policy.period;
+    let mut next_renew = tokio::time::Instant::now() + LEASE_RENEW;
     let outcome = loop {
         let tick = tick_for(schedule.lock().await.len(), policy.period);
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             () = tokio::time::sleep(tick) => {}
+        }
+        if tokio::time::Instant::now() >= next_renew {
+            match lease.renew().await {
+                Ok(true) => next_renew = tokio::time::Instant::now() + LEASE_RENEW,
+                Ok(false) => {
+                    break Err(anyhow::anyhow!(
+                        "another enumerator took the schedule lease over (this one could not renew it in time); stopping so that tenants are not scanned twice"
+                    ));
+                }
+                // Redis is briefly away: keep going, try again at the next tick.
+                Err(error) => tracing::warn!(%error, "Could not renew the schedule lease."),
+            }
         }
         if consumer.is_finished() {
             break Err(anyhow::anyhow!(

@@ -708,3 +708,83 @@ async fn cron_mode_empties_the_queue_continuous_mode_left() {
     task.await.expect("join");
     f.cleanup().await;
 }
+
+/// A second continuous enumerator on the same deployment (a replica started by
+/// mistake, an overlapping deploy) waits as a standby: no tenant is scanned more
+/// often than the cadence while both run. When the keeper stops, the standby takes
+/// the schedule over within the lease's renewal interval and scans every tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_enumerator_waits_and_takes_over() {
+    let f = Fixture::new(6, &[("FWDWATCH__ENUMERATOR__CADENCE", "4s")]).await;
+    let period = Duration::from_secs(4);
+    let scanner = Scanner::start(&f, |_| Reply::Complete).await;
+    let (stop_keeper, keeper) = f.start_enumerator();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (stop_standby, standby) = f.start_enumerator();
+    tokio::time::sleep(period * 3).await;
+
+    let holder = f
+        .store
+        .get(&f.keys.schedule_lease())
+        .await
+        .expect("read the lease")
+        .expect("the keeper holds the lease");
+    for (tenant, times) in scanner.times() {
+        for w in times.windows(2) {
+            let gap = secs(w[1] - w[0]);
+            assert!(
+                gap >= secs(period) - 1.2,
+                "{tenant}: scanned again after {gap:.2}s with two enumerators running (cadence 4s)"
+            );
+        }
+    }
+    assert!(
+        !standby.is_finished(),
+        "the standby waits, it does not fail"
+    );
+
+    stop_keeper.cancel();
+    keeper
+        .await
+        .expect("join")
+        .expect("the keeper stops cleanly");
+    let handed_over = Instant::now();
+    // The standby tries every 10 s; then every tenant within one cadence.
+    tokio::time::sleep(Duration::from_secs(10) + period * 2).await;
+    let after: BTreeMap<String, usize> = scanner
+        .seen()
+        .into_iter()
+        .filter(|s| s.at > handed_over)
+        .fold(BTreeMap::new(), |mut m, s| {
+            *m.entry(s.tenant).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        after.keys().cloned().collect::<Vec<_>>(),
+        f.listed,
+        "the standby took the schedule over and scans every tenant"
+    );
+    let new_holder = f
+        .store
+        .get(&f.keys.schedule_lease())
+        .await
+        .expect("read the lease")
+        .expect("the standby holds the lease");
+    assert_ne!(new_holder, holder);
+
+    stop_standby.cancel();
+    standby
+        .await
+        .expect("join")
+        .expect("the standby stops cleanly");
+    assert_eq!(
+        f.store
+            .get(&f.keys.schedule_lease())
+            .await
+            .expect("read the lease"),
+        None,
+        "a stopping keeper gives the lease back"
+    );
+    drop(scanner);
+    f.cleanup().await;
+}

@@ -353,6 +353,13 @@ impl Keys {
     pub fn schedule(&self) -> String {
         self.key("schedule", &[])
     }
+
+    /// Which enumerator keeps the continuous schedule (string: the holder's id),
+    /// so a second enumerator started by mistake waits instead of doubling every
+    /// scan. Owner: enumerator. TTL: the lease (30 s), renewed every 10 s.
+    pub fn schedule_lease(&self) -> String {
+        self.key("schedule_lease", &[])
+    }
 }
 
 /// Appends `part` to `out`, percent-encoding `%`, the separator `:`, whitespace and
