@@ -16,12 +16,14 @@
 //! publishes. Errors recovery refuses are returned: a service then exits and its
 //! supervisor restarts it (lapin 4.12's connection recovery; see its CHANGELOG).
 //!
-//! A consumer does not rely on recovery alone: a broker that listens again before
-//! its quorum queues are back refuses the re-registered consumer (NOT_FOUND) and the
-//! channel stays closed. A subscription whose channel did not come back within
+//! Neither consumers nor the publisher rely on recovery alone (lapin recovers a
+//! connection's channels in turn and stops at the first that fails): a broker that
+//! listens again before its quorum queues are back refuses the re-registered
+//! consumer (NOT_FOUND) and the channels stay closed. A subscription whose channel did not come back within
 //! `RECOVERY_WAIT`, or that the broker closed, consumes again on a new channel, for
 //! up to `RESUBSCRIBE_DEADLINE`, rather than going deaf while the process looks
-//! healthy.
+//! healthy. A publish waits for recovery at most `RECOVERY_WAIT` too, then goes out
+//! on a new publishing channel.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -52,9 +54,11 @@ const PUBLISH_ATTEMPTS: u32 = 3;
 const TCP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the AMQP handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a publish waits for the broker's confirm before publishing again.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a consumer waits for lapin's recovery to bring its channel back before
 /// it opens a new one itself.
-const RECOVERY_WAIT: Duration = Duration::from_secs(20);
+const RECOVERY_WAIT: Duration = Duration::from_secs(10);
 /// How long a consumer keeps trying to consume again after a connection loss.
 const RESUBSCRIBE_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -499,34 +503,88 @@ impl Inner {
         Ok(channel.clone())
     }
 
+    /// Waits for lapin's recovery after a failed publish, bounded. lapin recovers a
+    /// connection's channels one after the other and stops at the first that fails
+    /// (a consumer refused by a broker whose queues are not back yet): the publishing
+    /// channel would then never come back and every publish would wait forever. One
+    /// that did not come back within `RECOVERY_WAIT` is replaced once the connection
+    /// is up; the caller then publishes again. Errors recovery cannot fix (a missing
+    /// exchange) are returned at once.
+    async fn recover_publisher(
+        &self,
+        channel: &Channel,
+        error: lapin::Error,
+    ) -> Result<(), lapin::Error> {
+        match tokio::time::timeout(RECOVERY_WAIT, channel.wait_for_recovery(error)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.replace_publisher(channel).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens a new publishing channel in place of `stale`, unless it came back or was
+    /// replaced meanwhile. Waits for the connection first (up to
+    /// `RESUBSCRIBE_DEADLINE`); a failure leaves the old one for the next attempt.
+    async fn replace_publisher(&self, stale: &Channel) {
+        let deadline = tokio::time::Instant::now() + RESUBSCRIBE_DEADLINE;
+        while !self.connection.status().connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut current = self.publisher.lock().await;
+        if current.id() != stale.id() || current.status().connected() {
+            return;
+        }
+        match open_confirm_channel(&self.connection).await {
+            Ok(channel) => {
+                tracing::warn!(
+                    "The publishing channel did not come back with the connection; publishing on a new one."
+                );
+                let old = std::mem::replace(&mut *current, channel);
+                close_when_recovered(old);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Could not open a new publishing channel yet.");
+            }
+        }
+    }
+
     async fn publish_one(&self, message: &Prepared) -> Result<(), BusError> {
         let mut attempt = 1;
         loop {
             let channel = self.publisher().await?;
             let result = match message.send(&channel).await {
-                Ok(confirm) => confirm.await,
-                Err(error) => Err(error),
+                Ok(confirm) => tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await,
+                Err(error) => Ok(Err(error)),
             };
             match result {
-                Ok(confirmation) => match confirmed(confirmation) {
-                    Confirmed::Stored => return Ok(()),
-                    Confirmed::Unroutable => return Err(message.unroutable()),
-                    Confirmed::Nacked if attempt < PUBLISH_ATTEMPTS => {
-                        tracing::warn!(message_id = %message.message_id, attempt, "Broker nacked a message; publishing it again.");
-                    }
-                    Confirmed::Nacked => return Err(message.nacked()),
-                },
-                Err(error) if attempt < PUBLISH_ATTEMPTS => {
-                    let shown = error.to_string();
-                    // Returns the error at once when recovery cannot help (e.g. the
-                    // exchange does not exist); otherwise waits for the reconnection.
-                    channel
-                        .wait_for_recovery(error)
-                        .await
-                        .map_err(|error| message.failed(error))?;
-                    tracing::warn!(error = %shown, message_id = %message.message_id, attempt, "Publish failed during a connection loss; publishing again.");
+                // No confirm in time: the connection went while it was pending and
+                // lapin may never settle it. Publish again (at least once).
+                Err(_) if attempt < PUBLISH_ATTEMPTS => {
+                    tracing::warn!(message_id = %message.message_id, attempt, "No publisher confirm in time; publishing again.");
                 }
-                Err(error) => return Err(message.failed(error)),
+                Err(_) => return Err(message.nacked()),
+                Ok(result) => match result {
+                    Ok(confirmation) => match confirmed(confirmation) {
+                        Confirmed::Stored => return Ok(()),
+                        Confirmed::Unroutable => return Err(message.unroutable()),
+                        Confirmed::Nacked if attempt < PUBLISH_ATTEMPTS => {
+                            tracing::warn!(message_id = %message.message_id, attempt, "Broker nacked a message; publishing it again.");
+                        }
+                        Confirmed::Nacked => return Err(message.nacked()),
+                    },
+                    Err(error) if attempt < PUBLISH_ATTEMPTS => {
+                        let shown = error.to_string();
+                        // Returns the error at once when recovery cannot help (e.g. the
+                        // exchange does not exist); otherwise waits for the reconnection.
+                        self.recover_publisher(&channel, error)
+                            .await
+                            .map_err(|error| message.failed(error))?;
+                        tracing::warn!(error = %shown, message_id = %message.message_id, attempt, "Publish failed during a connection loss; publishing again.");
+                    }
+                    Err(error) => return Err(message.failed(error)),
+                },
             }
             attempt += 1;
         }
@@ -553,7 +611,12 @@ impl Inner {
                 }
             }
             for (index, confirm) in confirms {
-                match confirm.await {
+                // A confirm pending when the connection went may never be settled.
+                let Ok(confirm) = tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await else {
+                    failed.push(index);
+                    continue;
+                };
+                match confirm {
                     Ok(confirmation) => match confirmed(confirmation) {
                         Confirmed::Stored => {}
                         Confirmed::Nacked => failed.push(index),
@@ -584,8 +647,7 @@ impl Inner {
                 "Part of a batch was not confirmed; publishing it again."
             );
             if let Some(error) = transport_error {
-                channel
-                    .wait_for_recovery(error)
+                self.recover_publisher(&channel, error)
                     .await
                     .map_err(|error| first.failed(error))?;
             }
