@@ -258,3 +258,143 @@ async fn a_consumer_whose_channel_closed_consumes_again() {
     })
     .await;
 }
+
+/// A TCP relay in front of the broker that can cut every connection through it and
+/// then swallow new ones (accept them and never answer): the stand-in for a
+/// connection lapin's recovery never brings back (lapin 4.12's IO loop can block
+/// for good after a connection reset, reporting `Reconnecting` forever).
+struct Relay {
+    port: u16,
+    swallowing: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        // host:port of the broker, from amqp://user:pass@host:port/vhost.
+        let url = broker_url();
+        let target = url
+            .rsplit_once('@')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .expect("the broker URL names host:port")
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay port");
+        let port = listener.local_addr().expect("relay address").port();
+        let swallowing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, handles) = (swallowing.clone(), links.clone());
+        let accepting = tokio::spawn(async move {
+            let mut swallowed = Vec::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                if flag.load(Ordering::SeqCst) {
+                    swallowed.push(client); // held open, never answered
+                    continue;
+                }
+                let target = target.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+                handles.lock().expect("links").push(link);
+            }
+        });
+        Self {
+            port,
+            swallowing,
+            links,
+            accepting,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Drops every relayed connection; connections made from now on are swallowed.
+    fn cut_and_swallow(&self) {
+        self.swallowing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Relays new connections again (the swallowed ones stay silent).
+    fn heal(&self) {
+        self.swallowing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+}
+
+/// A connection lapin's recovery does not bring back is replaced: the relay cuts the
+/// connection and swallows lapin's reconnection attempt, so only a new connection
+/// gets through. The subscription then receives what is published afterwards, and
+/// publishing through the same bus works again, without restarting anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_does_not_recover_is_replaced() {
+    use fwdwatch_shared::bus::{ROUTE_JOB, Subscription, outgoing};
+    use fwdwatch_shared::contracts::{ScanJob, decode};
+
+    async fn tenant_of(sub: &mut Box<dyn Subscription>, wait: std::time::Duration) -> String {
+        let got = match tokio::time::timeout(wait, sub.next()).await {
+            Ok(Some(Ok(got))) => got,
+            other => panic!("no delivery within {wait:?}: {other:?}"),
+        };
+        let job: ScanJob = decode(&got.body).expect("decodes");
+        got.ack().await.expect("ack");
+        job.tenant.id
+    }
+
+    run(|bus, topo| async move {
+        bus.declare(&topo).await.expect("declare");
+        let relay = Relay::start().await;
+        let relayed = RabbitBus::connect(&settings(&relay.url(), &topo))
+            .await
+            .expect("connects through the relay");
+        let mut sub = relayed
+            .subscribe(&topo.scan_jobs_queue(), 4)
+            .await
+            .expect("subscribe");
+        let job = |n| outgoing(&topo.scan_exchange(), ROUTE_JOB, &common::job(n));
+        bus.publish(job(1)).await.expect("publish");
+        let short = std::time::Duration::from_secs(10);
+        assert_eq!(tenant_of(&mut sub, short).await, "tenant-1");
+
+        relay.cut_and_swallow();
+        // Long enough for lapin's first reconnection attempt to be swallowed.
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        relay.heal();
+
+        bus.publish(job(2)).await.expect("publish");
+        // The watchdog replaces the connection after 15 s down. The ack of job 1 may
+        // have been cut on its way: then job 1 comes again first (at least once).
+        let replaced = std::time::Duration::from_secs(45);
+        let mut tenant = tenant_of(&mut sub, replaced).await;
+        if tenant == "tenant-1" {
+            tenant = tenant_of(&mut sub, short).await;
+        }
+        assert_eq!(tenant, "tenant-2");
+        tokio::time::timeout(short, relayed.publish(job(3)))
+            .await
+            .expect("a publish does not wait on the dead connection")
+            .expect("publishes on the new connection");
+        assert_eq!(tenant_of(&mut sub, short).await, "tenant-3");
+        relayed.health().await.expect("healthy again");
+        let _ = relayed.close().await;
+    })
+    .await;
+}

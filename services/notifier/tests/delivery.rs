@@ -341,11 +341,9 @@ async fn sigterm_hands_in_flight_alerts_over_at_once() {
     assert_delivered_once_or_in_flight_twice(&receiver, "/hook", &expected, 1);
 }
 
-// Open (issue 17): after a broker restart the notifier sometimes stalls with about a
-// prefetch of deliveries unsettled (about one run in two on this 2-core machine); the
-// bus's bounded recovery narrowed it but did not close it. Run it by hand with
-// `cargo test -p fwdwatch-notifier --test delivery -- --ignored`.
-#[ignore = "flaky: the notifier can stall after a broker restart (issue 17, open)"]
+// Under load the broker's restart can reset the socket with frames queued, and
+// lapin's IO loop then never reconnects: the bus's watchdog replaces the connection
+// (shared/src/bus/rabbit/connection.rs), so this holds every run, not most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_scan_loses_nothing() {
     let node = RabbitNode::start().await;

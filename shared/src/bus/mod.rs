@@ -354,6 +354,12 @@ pub enum BusError {
     )]
     Unsettled { queue: String, reason: String },
     /// The broker cancelled our consumer (queue deleted) while we were not shutting down.
+    #[error("{operation}: RabbitMQ did not answer within {after:?}")]
+    TimedOut {
+        operation: String,
+        after: std::time::Duration,
+    },
+
     #[error("the subscription to {queue} ended unexpectedly (was the queue deleted?)")]
     SubscriptionEnded { queue: String },
 }

@@ -24,6 +24,16 @@
 //! up to `RESUBSCRIBE_DEADLINE`, rather than going deaf while the process looks
 //! healthy. A publish waits for recovery at most `RECOVERY_WAIT` too, then goes out
 //! on a new publishing channel.
+//!
+//! Nor does the connection itself rely on lapin alone: lapin's IO loop can block for
+//! good after a connection reset, reporting `Reconnecting` forever. The connection is
+//! kept by [`connection::LiveConnection`], whose watchdog replaces one that stays down
+//! for `RECONNECT_AFTER`; the publisher and every subscription then move to the new
+//! connection. Every other wait on the broker (opening a channel, consuming, settling
+//! a delivery, cancelling) is bounded by `BROKER_REPLY_TIMEOUT`, so nothing holds a
+//! handler or a shutdown on a connection that will never answer.
+
+mod connection;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -39,8 +49,10 @@ use lapin::options::{
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use secrecy::ExposeSecret;
+
+use connection::LiveConnection;
 
 use super::{
     Bus, BusError, CONTENT_TYPE_JSON, DeadLetter, ExchangeKind, HEADER_DELIVERY_COUNT, Incoming,
@@ -50,10 +62,9 @@ use crate::config::AmqpSettings;
 
 /// Attempts per publish (the first try plus retries after recovery or a nack).
 const PUBLISH_ATTEMPTS: u32 = 3;
-/// How long the broker's TCP port may take to answer before we call it unreachable.
-const TCP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the AMQP handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one round trip to the broker may take (opening a channel, consuming,
+/// settling a delivery, cancelling) before it counts as failed.
+const BROKER_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a publish waits for the broker's confirm before publishing again.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a consumer waits for lapin's recovery to bring its channel back before
@@ -71,17 +82,15 @@ pub struct RabbitBus {
 impl std::fmt::Debug for RabbitBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitBus")
-            .field("url", &self.inner.url)
+            .field("url", &self.inner.link.url())
             .finish_non_exhaustive()
     }
 }
 
 struct Inner {
-    connection: Connection,
+    link: Arc<LiveConnection>,
     /// The confirm-mode channel every publish goes through.
-    publisher: tokio::sync::Mutex<Channel>,
-    /// The broker's address without credentials, for messages and logs.
-    url: String,
+    publisher: tokio::sync::Mutex<Publisher>,
     /// Dead exchange of the queues this bus declared (queue → exchange); queues it
     /// did not declare use the settings' namespace.
     dead_exchanges: std::sync::Mutex<HashMap<String, String>>,
@@ -98,66 +107,18 @@ impl RabbitBus {
             .parse()
             .map_err(|error: String| BusError::InvalidUrl(error.replace(raw, "<amqp.url>")))?;
         let url = display_url(&uri);
-
-        // lapin with recovery enabled retries the first TCP connect with back-off for
-        // minutes; a refused port is a configuration or start-up problem that should
-        // be reported at once.
-        let address = (uri.authority.host.clone(), uri.authority.port);
-        match tokio::time::timeout(TCP_PROBE_TIMEOUT, tokio::net::TcpStream::connect(address)).await
-        {
-            Ok(Ok(_probe)) => {}
-            Ok(Err(error)) => {
-                return Err(BusError::Unreachable {
-                    url,
-                    reason: error.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(BusError::Unreachable {
-                    url,
-                    reason: format!("no answer within {TCP_PROBE_TIMEOUT:?}"),
-                });
-            }
-        }
-
-        let properties = ConnectionProperties::default()
-            .with_connection_name(
-                format!("fwdwatch {} pid {}", settings.namespace, std::process::id()).into(),
-            )
-            .enable_auto_recover()
-            // Reconnect for a few minutes (1 s doubling to 10 s, with jitter); past
-            // that, errors surface and the supervisor restarts the process.
-            .configure_backoff(|backoff| {
-                backoff
-                    .with_max_delay(Duration::from_secs(10))
-                    .with_max_times(30)
-                    .with_jitter()
-            });
-        let connection =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, Connection::connect_uri(uri, properties))
-                .await
-            {
-                Ok(Ok(connection)) => connection,
-                Ok(Err(error)) => {
-                    return Err(BusError::Handshake {
-                        url,
-                        reason: error.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(BusError::Handshake {
-                        url,
-                        reason: format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
-                    });
-                }
-            };
-        let publisher = open_confirm_channel(&connection).await?;
+        let name = format!("fwdwatch {} pid {}", settings.namespace, std::process::id());
+        let link = LiveConnection::open(uri, name, url.clone()).await?;
+        let (connection, generation) = link.current();
+        let publisher = Publisher {
+            channel: open_confirm_channel(&connection).await?,
+            generation,
+        };
         tracing::info!(%url, "Connected to RabbitMQ.");
         Ok(RabbitBus {
             inner: Arc::new(Inner {
-                connection,
+                link,
                 publisher: tokio::sync::Mutex::new(publisher),
-                url,
                 dead_exchanges: std::sync::Mutex::new(HashMap::new()),
                 default_dead_exchange: Topology::new(settings.namespace.clone()).dead_exchange(),
             }),
@@ -167,11 +128,7 @@ impl RabbitBus {
     /// Closes the connection cleanly (reply 200 "OK"). Unsettled deliveries return
     /// to their queues.
     pub async fn close(&self) -> Result<(), BusError> {
-        self.inner
-            .connection
-            .close(200, "OK".into())
-            .await
-            .map_err(|e| BusError::amqp("close the connection", e))
+        self.inner.link.close().await
     }
 
     /// Deletes the topology's queues (with their `.dead` queues), `extra_queues`
@@ -237,21 +194,34 @@ fn display_url(uri: &AMQPUri) -> String {
     )
 }
 
+/// `operation` bounded by [`BROKER_REPLY_TIMEOUT`]: a broker (or a lapin IO loop)
+/// that never answers is an error, not a wait forever.
+async fn bounded<T>(
+    what: &str,
+    operation: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(BROKER_REPLY_TIMEOUT, operation).await {
+        Ok(result) => result.map_err(|e| BusError::amqp(what, e)),
+        Err(_) => Err(BusError::TimedOut {
+            operation: what.to_owned(),
+            after: BROKER_REPLY_TIMEOUT,
+        }),
+    }
+}
+
 async fn open_confirm_channel(connection: &Connection) -> Result<Channel, BusError> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| BusError::amqp("open the publishing channel", e))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| BusError::amqp("enable publisher confirms", e))?;
+    let channel = bounded("open the publishing channel", connection.create_channel()).await?;
+    bounded(
+        "enable publisher confirms",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
     Ok(channel)
 }
 
 async fn close_quietly(channel: &Channel) {
     if channel.status().connected()
-        && let Err(error) = channel.close(200, "OK".into()).await
+        && let Err(error) = bounded("close a channel", channel.close(200, "OK".into())).await
     {
         tracing::debug!(%error, "Closing a short-lived channel failed.");
     }
@@ -449,58 +419,76 @@ fn confirmed(confirmation: Confirmation) -> Confirmed {
     }
 }
 
+/// The publishing channel and the connection generation it was opened on.
+#[derive(Clone)]
+struct Publisher {
+    channel: Channel,
+    generation: u64,
+}
+
 impl Inner {
-    /// A channel with `prefetch` consuming `queue` (manual acks) under `tag`.
+    /// A channel on `connection` with `prefetch` consuming `queue` (manual acks)
+    /// under `tag`.
     async fn consume(
-        &self,
+        connection: &Connection,
         queue: &str,
         prefetch: u16,
         tag: &str,
     ) -> Result<(Channel, lapin::Consumer), BusError> {
-        let channel = self.channel().await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(|e| BusError::amqp("set the prefetch", e))?;
-        let consumer = channel
-            .basic_consume(
-                short("queue", queue)?,
-                short("consumer tag", tag)?,
-                BasicConsumeOptions::default(), // manual acks
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    BusError::NotFound {
-                        what: "queue",
-                        name: queue.to_owned(),
-                    }
-                } else {
-                    BusError::amqp(format!("consume {queue:?}"), e)
-                }
-            })?;
+        let channel = bounded("open a channel", connection.create_channel()).await?;
+        bounded(
+            "set the prefetch",
+            channel.basic_qos(prefetch, BasicQosOptions { global: false }),
+        )
+        .await?;
+        let consuming = channel.basic_consume(
+            short("queue", queue)?,
+            short("consumer tag", tag)?,
+            BasicConsumeOptions::default(), // manual acks
+            FieldTable::default(),
+        );
+        let consumer = match tokio::time::timeout(BROKER_REPLY_TIMEOUT, consuming).await {
+            Ok(Ok(consumer)) => consumer,
+            Ok(Err(e)) if is_not_found(&e) => {
+                return Err(BusError::NotFound {
+                    what: "queue",
+                    name: queue.to_owned(),
+                });
+            }
+            Ok(Err(e)) => return Err(BusError::amqp(format!("consume {queue:?}"), e)),
+            Err(_) => {
+                return Err(BusError::TimedOut {
+                    operation: format!("consume {queue:?}"),
+                    after: BROKER_REPLY_TIMEOUT,
+                });
+            }
+        };
         Ok((channel, consumer))
     }
 
+    /// A short-lived channel on the connection in use.
     async fn channel(&self) -> Result<Channel, BusError> {
-        self.connection
-            .create_channel()
-            .await
-            .map_err(|e| BusError::amqp("open a channel", e))
+        let (connection, _) = self.link.current();
+        bounded("open a channel", connection.create_channel()).await
     }
 
-    /// The publishing channel, reopened if a channel-level error closed it. While the
-    /// connection recovers the old channel is kept: lapin restores it.
-    async fn publisher(&self) -> Result<Channel, BusError> {
-        let mut channel = self.publisher.lock().await;
-        let status = channel.status();
-        if status.connected() || status.reconnecting() || status.initializing() {
-            return Ok(channel.clone());
+    /// The publishing channel, reopened if a channel-level error closed it or the
+    /// connection was replaced. While lapin recovers the connection the old channel
+    /// is kept: lapin restores it.
+    async fn publisher(&self) -> Result<Publisher, BusError> {
+        let mut publisher = self.publisher.lock().await;
+        let (connection, generation) = self.link.current();
+        let status = publisher.channel.status();
+        let usable = status.connected() || status.reconnecting() || status.initializing();
+        if publisher.generation == generation && usable {
+            return Ok(publisher.clone());
         }
         tracing::debug!(?status, "Reopening the publishing channel.");
-        *channel = open_confirm_channel(&self.connection).await?;
-        Ok(channel.clone())
+        *publisher = Publisher {
+            channel: open_confirm_channel(&connection).await?,
+            generation,
+        };
+        Ok(publisher.clone())
     }
 
     /// Waits for lapin's recovery after a failed publish, bounded. lapin recovers a
@@ -508,41 +496,56 @@ impl Inner {
     /// (a consumer refused by a broker whose queues are not back yet): the publishing
     /// channel would then never come back and every publish would wait forever. One
     /// that did not come back within `RECOVERY_WAIT` is replaced once the connection
-    /// is up; the caller then publishes again. Errors recovery cannot fix (a missing
-    /// exchange) are returned at once.
+    /// is up (or has been replaced); the caller then publishes again. Errors recovery
+    /// cannot fix (a missing exchange) are returned at once.
     async fn recover_publisher(
         &self,
-        channel: &Channel,
+        stale: &Publisher,
         error: lapin::Error,
     ) -> Result<(), lapin::Error> {
-        match tokio::time::timeout(RECOVERY_WAIT, channel.wait_for_recovery(error)).await {
+        let recovery = stale.channel.wait_for_recovery(error);
+        match tokio::time::timeout(RECOVERY_WAIT, recovery).await {
             Ok(result) => result,
             Err(_) => {
-                self.replace_publisher(channel).await;
+                self.replace_publisher(stale).await;
                 Ok(())
             }
         }
     }
 
     /// Opens a new publishing channel in place of `stale`, unless it came back or was
-    /// replaced meanwhile. Waits for the connection first (up to
+    /// replaced meanwhile. Waits for a connected connection first (up to
     /// `RESUBSCRIBE_DEADLINE`); a failure leaves the old one for the next attempt.
-    async fn replace_publisher(&self, stale: &Channel) {
+    async fn replace_publisher(&self, stale: &Publisher) {
         let deadline = tokio::time::Instant::now() + RESUBSCRIBE_DEADLINE;
-        while !self.connection.status().connected() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        let (connection, generation) = match self.link.connected(deadline).await {
+            Ok(connected) => connected,
+            Err(error) => {
+                tracing::warn!(%error, "No connection to publish on yet.");
+                return;
+            }
+        };
         let mut current = self.publisher.lock().await;
-        if current.id() != stale.id() || current.status().connected() {
+        let same =
+            current.generation == stale.generation && current.channel.id() == stale.channel.id();
+        if !same || (current.generation == generation && current.channel.status().connected()) {
             return;
         }
-        match open_confirm_channel(&self.connection).await {
+        match open_confirm_channel(&connection).await {
             Ok(channel) => {
-                tracing::warn!(
-                    "The publishing channel did not come back with the connection; publishing on a new one."
+                if current.generation == generation {
+                    tracing::warn!(
+                        "The publishing channel did not come back with the connection; publishing on a new one."
+                    );
+                }
+                let old = std::mem::replace(
+                    &mut *current,
+                    Publisher {
+                        channel,
+                        generation,
+                    },
                 );
-                let old = std::mem::replace(&mut *current, channel);
-                close_when_recovered(old);
+                close_when_recovered(old.channel);
             }
             Err(error) => {
                 tracing::warn!(%error, "Could not open a new publishing channel yet.");
@@ -553,14 +556,16 @@ impl Inner {
     async fn publish_one(&self, message: &Prepared) -> Result<(), BusError> {
         let mut attempt = 1;
         loop {
-            let channel = self.publisher().await?;
-            let result = match message.send(&channel).await {
-                Ok(confirm) => tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await,
-                Err(error) => Ok(Err(error)),
+            let publisher = self.publisher().await?;
+            let sent = tokio::time::timeout(CONFIRM_TIMEOUT, message.send(&publisher.channel));
+            let result = match sent.await {
+                Ok(Ok(confirm)) => tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await,
+                Ok(Err(error)) => Ok(Err(error)),
+                Err(elapsed) => Err(elapsed),
             };
             match result {
-                // No confirm in time: the connection went while it was pending and
-                // lapin may never settle it. Publish again (at least once).
+                // Not sent or no confirm in time: the connection went while it was
+                // pending and lapin may never settle it. Publish again (at least once).
                 Err(_) if attempt < PUBLISH_ATTEMPTS => {
                     tracing::warn!(message_id = %message.message_id, attempt, "No publisher confirm in time; publishing again.");
                 }
@@ -578,7 +583,7 @@ impl Inner {
                         let shown = error.to_string();
                         // Returns the error at once when recovery cannot help (e.g. the
                         // exchange does not exist); otherwise waits for the reconnection.
-                        self.recover_publisher(&channel, error)
+                        self.recover_publisher(&publisher, error)
                             .await
                             .map_err(|error| message.failed(error))?;
                         tracing::warn!(error = %shown, message_id = %message.message_id, attempt, "Publish failed during a connection loss; publishing again.");
@@ -595,19 +600,22 @@ impl Inner {
         let mut permanent: Option<BusError> = None;
         let mut attempt = 1;
         while !pending.is_empty() {
-            let channel = self.publisher().await?;
+            let publisher = self.publisher().await?;
             let mut failed = Vec::new();
             let mut transport_error = None;
             // Send everything first, then collect the confirms: one round trip for
             // the whole batch instead of one per message.
             let mut confirms = Vec::with_capacity(pending.len());
             for &index in &pending {
-                match messages[index].send(&channel).await {
-                    Ok(confirm) => confirms.push((index, confirm)),
-                    Err(error) => {
+                let sent =
+                    tokio::time::timeout(CONFIRM_TIMEOUT, messages[index].send(&publisher.channel));
+                match sent.await {
+                    Ok(Ok(confirm)) => confirms.push((index, confirm)),
+                    Ok(Err(error)) => {
                         failed.push(index);
                         transport_error.get_or_insert(error);
                     }
+                    Err(_) => failed.push(index),
                 }
             }
             for (index, confirm) in confirms {
@@ -647,7 +655,7 @@ impl Inner {
                 "Part of a batch was not confirmed; publishing it again."
             );
             if let Some(error) = transport_error {
-                self.recover_publisher(&channel, error)
+                self.recover_publisher(&publisher, error)
                     .await
                     .map_err(|error| first.failed(error))?;
             }
@@ -826,11 +834,13 @@ impl Bus for RabbitBus {
             });
         }
         let tag = format!("fwdwatch-{}", uuid::Uuid::new_v4());
-        let (channel, consumer) = self.inner.consume(queue, prefetch, &tag).await?;
+        let (connection, generation) = self.inner.link.current();
+        let (channel, consumer) = Inner::consume(&connection, queue, prefetch, &tag).await?;
         Ok(Box::new(RabbitSubscription {
             inner: self.inner.clone(),
             channel,
             consumer,
+            generation,
             queue: queue.to_owned(),
             prefetch,
             tag,
@@ -841,32 +851,36 @@ impl Bus for RabbitBus {
     async fn queue_depth(&self, queue: &str) -> Result<u64, BusError> {
         // A passive declare of a missing queue closes the channel: use a throwaway one.
         let channel = self.inner.channel().await?;
-        let result = channel
-            .queue_declare(
-                short("queue", queue)?,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
+        let checking = channel.queue_declare(
+            short("queue", queue)?,
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        );
+        let result = tokio::time::timeout(BROKER_REPLY_TIMEOUT, checking).await;
         close_quietly(&channel).await;
         match result {
-            Ok(found) => Ok(u64::from(found.message_count())),
-            Err(error) if is_not_found(&error) => Err(BusError::NotFound {
+            Ok(Ok(found)) => Ok(u64::from(found.message_count())),
+            Ok(Err(error)) if is_not_found(&error) => Err(BusError::NotFound {
                 what: "queue",
                 name: queue.to_owned(),
             }),
-            Err(error) => Err(BusError::amqp(format!("check queue {queue:?}"), error)),
+            Ok(Err(error)) => Err(BusError::amqp(format!("check queue {queue:?}"), error)),
+            Err(_) => Err(BusError::TimedOut {
+                operation: format!("check queue {queue:?}"),
+                after: BROKER_REPLY_TIMEOUT,
+            }),
         }
     }
 
     async fn health(&self) -> Result<(), BusError> {
-        let status = self.inner.connection.status();
+        let (connection, _) = self.inner.link.current();
+        let status = connection.status();
         if !status.connected() {
             return Err(BusError::Disconnected {
-                url: self.inner.url.clone(),
+                url: self.inner.link.url().to_owned(),
                 state: format!("{status:?}"),
             });
         }
@@ -883,6 +897,9 @@ struct RabbitSubscription {
     /// messages) once the subscription and all its deliveries are dropped.
     channel: Channel,
     consumer: lapin::Consumer,
+    /// The connection generation the consumer lives on: when the connection is
+    /// replaced, the subscription consumes again on the new one.
+    generation: u64,
     queue: String,
     prefetch: u16,
     tag: String,
@@ -893,7 +910,18 @@ struct RabbitSubscription {
 impl Subscription for RabbitSubscription {
     async fn next(&mut self) -> Option<Result<Incoming, BusError>> {
         loop {
-            match self.consumer.next().await {
+            let inner = self.inner.clone();
+            let next = tokio::select! {
+                next = self.consumer.next() => next,
+                () = inner.link.replaced(self.generation) => {
+                    tracing::warn!(queue = %self.queue, "The connection was replaced; consuming on the new one.");
+                    if let Err(error) = self.resubscribe().await {
+                        return Some(Err(error));
+                    }
+                    continue;
+                }
+            };
+            match next {
                 Some(Ok(delivery)) => return Some(Ok(self.incoming(delivery))),
                 Some(Err(error)) => {
                     tracing::warn!(%error, queue = %self.queue, "Consumer error; waiting for the connection to recover.");
@@ -932,11 +960,10 @@ impl Subscription for RabbitSubscription {
         let Ok(tag) = short("consumer tag", &self.tag) else {
             return;
         };
-        if let Err(error) = self
+        let cancelling = self
             .channel
-            .basic_cancel(tag, BasicCancelOptions::default())
-            .await
-        {
+            .basic_cancel(tag, BasicCancelOptions::default());
+        if let Err(error) = bounded("cancel the consumer", cancelling).await {
             // The channel is gone already: nothing more will be delivered anyway.
             tracing::debug!(%error, queue = %self.queue, "Cancelling the consumer failed.");
         }
@@ -953,20 +980,22 @@ impl RabbitSubscription {
         let deadline = tokio::time::Instant::now() + RESUBSCRIBE_DEADLINE;
         let mut wait = Duration::from_millis(500);
         loop {
-            let attempt = if self.inner.connection.status().connected() {
-                self.inner
-                    .consume(&self.queue, self.prefetch, &self.tag)
-                    .await
+            // The connection in use: lapin's recovered one, or the watchdog's new one.
+            let (connection, generation) = self.inner.link.current();
+            let status = connection.status();
+            let attempt = if status.connected() {
+                Inner::consume(&connection, &self.queue, self.prefetch, &self.tag).await
             } else {
                 Err(BusError::Disconnected {
-                    url: self.inner.url.clone(),
-                    state: format!("{:?}", self.inner.connection.status()),
+                    url: self.inner.link.url().to_owned(),
+                    state: format!("{status:?}"),
                 })
             };
             match attempt {
                 Ok((channel, consumer)) => {
                     let old = std::mem::replace(&mut self.channel, channel);
                     self.consumer = consumer;
+                    self.generation = generation;
                     close_when_recovered(old);
                     tracing::info!(queue = %self.queue, "Consuming again after the connection loss.");
                     return Ok(());
@@ -1049,15 +1078,34 @@ impl RabbitAcker {
     }
 
     async fn reject(&self, requeue: bool) -> Result<(), BusError> {
-        let result = self.acker.reject(BasicRejectOptions { requeue }).await;
+        let rejecting = self.acker.reject(BasicRejectOptions { requeue });
+        let result = self.bounded("reject", rejecting).await?;
         self.outcome("reject", result)
+    }
+
+    /// A settlement bounded by `BROKER_REPLY_TIMEOUT`: on a connection that will
+    /// never answer, the delivery is given up (the broker redelivers it once the
+    /// connection is gone) rather than holding its handler task forever.
+    async fn bounded(
+        &self,
+        what: &str,
+        settling: impl std::future::Future<Output = lapin::Result<bool>>,
+    ) -> Result<lapin::Result<bool>, BusError> {
+        tokio::time::timeout(BROKER_REPLY_TIMEOUT, settling)
+            .await
+            .map_err(|_| BusError::Unsettled {
+                queue: self.queue.clone(),
+                reason: format!("{what}: no answer within {BROKER_REPLY_TIMEOUT:?}"),
+            })
     }
 }
 
 #[async_trait]
 impl Settle for RabbitAcker {
     async fn ack(&mut self) -> Result<(), BusError> {
-        let result = self.acker.ack(BasicAckOptions::default()).await;
+        let result = self
+            .bounded("ack", self.acker.ack(BasicAckOptions::default()))
+            .await?;
         self.outcome("ack", result)
     }
 
