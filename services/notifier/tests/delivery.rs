@@ -341,6 +341,69 @@ async fn sigterm_hands_in_flight_alerts_over_at_once() {
     assert_delivered_once_or_in_flight_twice(&receiver, "/hook", &expected, 1);
 }
 
+/// What every restart test checks. Publishes a 300-detection scan, starts the
+/// notifier, lets 60 alerts through, runs `restart` (a server going away for 5 s and
+/// coming back), then: every alert within [`AFTER_RESTART`] of it, at most the sink's
+/// concurrency twice with the same id, no finding dead-lettered, and the notifier
+/// still running, stopping cleanly with an empty outbox.
+async fn rides_out_a_restart<F>(
+    settings: &Settings,
+    receiver: &Receiver,
+    what: &str,
+    restart: impl FnOnce() -> F,
+) where
+    F: std::future::Future<Output = ()>,
+{
+    let topology = Topology::from_settings(&settings.amqp);
+    let bus = rabbit(settings).await;
+    bus.declare(&topology).await.expect("declare");
+    let detections = scan(300, 15);
+    let expected = expected_ids(&detections);
+    publish(&bus, &topology, &detections).await;
+    let _ = bus.close().await;
+
+    let shutdown = CancellationToken::new();
+    let (task, stats) = spawn_notifier(settings, shutdown.clone()).await;
+    receiver
+        .wait_accepted("/hook", 60, Duration::from_secs(60))
+        .await;
+    restart().await;
+    let restarted = Instant::now();
+    let got = receiver
+        .wait_accepted("/hook", expected.len(), AFTER_RESTART)
+        .await;
+    assert_eq!(
+        got,
+        expected.len(),
+        "every alert within {AFTER_RESTART:?} of {what}'s restart ({:?}); {:?}",
+        restarted.elapsed(),
+        stats.snapshot()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_delivered_once_or_in_flight_twice(receiver, "/hook", &expected, 4);
+    let bus = rabbit(settings).await;
+    let dead = bus
+        .queue_depth(&topology.dead_queue(&topology.notifier_findings_queue()))
+        .await
+        .expect("depth");
+    assert_eq!(dead, 0, "no finding dead-lettered during {what}'s restart");
+    let _ = bus.close().await;
+    assert!(
+        !task.is_finished(),
+        "the notifier rode {what}'s restart out"
+    );
+    shutdown.cancel();
+    task.await
+        .expect("join")
+        .expect("the notifier stops cleanly");
+    let status = outbox_of(settings).await;
+    assert!(
+        status.pending.is_empty(),
+        "outbox empty: {:?}",
+        status.pending
+    );
+}
+
 // Under load the broker's restart can reset the socket with frames queued, and
 // lapin's IO loop then never reconnects: the bus's watchdog replaces the connection
 // (shared/src/bus/rabbit/connection.rs), so this holds every run, not most.
@@ -349,50 +412,15 @@ async fn broker_restart_mid_scan_loses_nothing() {
     let node = RabbitNode::start().await;
     let receiver = Receiver::start().await;
     receiver.slow("/hook", Duration::from_millis(20));
-    let scene = Scene::new(&node.url());
     let mut extra = webhook(&receiver);
     extra.push(("FWDWATCH__AMQP__URL", node.url()));
-    let settings = scene.settings(&extra);
-    let bus = RabbitBus::connect(&settings.amqp).await.expect("test node");
-    let topology = Topology::from_settings(&settings.amqp);
-    bus.declare(&topology).await.expect("declare");
-    let detections = scan(300, 15);
-    let expected = expected_ids(&detections);
-    publish(&bus, &topology, &detections).await;
-    let _ = bus.close().await;
-
-    let shutdown = CancellationToken::new();
-    let (task, stats) = spawn_notifier(&settings, shutdown.clone()).await;
-    receiver
-        .wait_accepted("/hook", 60, Duration::from_secs(60))
-        .await;
-    node.stop_app();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    node.start_app().await;
-    let restarted = Instant::now();
-    let got = receiver
-        .wait_accepted("/hook", expected.len(), AFTER_RESTART)
-        .await;
-    assert_eq!(
-        got,
-        expected.len(),
-        "every alert within {AFTER_RESTART:?} of the broker's restart ({:?}); {:?}",
-        restarted.elapsed(),
-        stats.snapshot()
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_delivered_once_or_in_flight_twice(&receiver, "/hook", &expected, 4);
-    assert!(!task.is_finished(), "the notifier rode the restart out");
-    shutdown.cancel();
-    task.await
-        .expect("join")
-        .expect("the notifier stops cleanly");
-    let status = outbox_of(&settings).await;
-    assert!(
-        status.pending.is_empty(),
-        "outbox empty: {:?}",
-        status.pending
-    );
+    let settings = Scene::new(&node.url()).settings(&extra);
+    rides_out_a_restart(&settings, &receiver, "RabbitMQ", || async {
+        node.stop_app();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        node.start_app().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,54 +428,15 @@ async fn redis_restart_mid_scan_loses_nothing() {
     let mut redis_server = RedisServer::start().await;
     let receiver = Receiver::start().await;
     receiver.slow("/hook", Duration::from_millis(20));
-    let scene = Scene::new(AMQP_URL);
     let mut extra = webhook(&receiver);
     extra.push(("FWDWATCH__REDIS__URL", redis_server.url()));
-    let settings = scene.settings(&extra);
-    let bus = rabbit(&settings).await;
-    let topology = Topology::from_settings(&settings.amqp);
-    bus.declare(&topology).await.expect("declare");
-    let detections = scan(300, 15);
-    let expected = expected_ids(&detections);
-    publish(&bus, &topology, &detections).await;
-
-    let shutdown = CancellationToken::new();
-    let (task, stats) = spawn_notifier(&settings, shutdown.clone()).await;
-    receiver
-        .wait_accepted("/hook", 60, Duration::from_secs(60))
-        .await;
-    redis_server.kill();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    redis_server.restart().await;
-    let restarted = Instant::now();
-    let got = receiver
-        .wait_accepted("/hook", expected.len(), AFTER_RESTART)
-        .await;
-    assert_eq!(
-        got,
-        expected.len(),
-        "every alert within {AFTER_RESTART:?} of Redis's restart ({:?}); {:?}",
-        restarted.elapsed(),
-        stats.snapshot()
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_delivered_once_or_in_flight_twice(&receiver, "/hook", &expected, 4);
-    let dead = bus
-        .queue_depth(&topology.dead_queue(&topology.notifier_findings_queue()))
-        .await
-        .expect("depth");
-    assert_eq!(dead, 0, "no finding dead-lettered during the restart");
-    assert!(!task.is_finished(), "the notifier rode the restart out");
-    shutdown.cancel();
-    task.await
-        .expect("join")
-        .expect("the notifier stops cleanly");
-    let status = outbox_of(&settings).await;
-    assert!(
-        status.pending.is_empty(),
-        "outbox empty: {:?}",
-        status.pending
-    );
+    let settings = Scene::new(AMQP_URL).settings(&extra);
+    rides_out_a_restart(&settings, &receiver, "Redis", || async {
+        redis_server.kill();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        redis_server.restart().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
