@@ -25,6 +25,8 @@
 //!   counters `getrusage` reports, read from `/proc/<pid>/stat`) and its peak
 //!   resident memory (`VmHWM`).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -37,6 +39,8 @@ use fwdwatch_shared::m365::{Cmdlet, M365Client, Resource};
 use m365_sim::{RunningSim, SimArgs};
 use tokio::process::{Child, Command};
 
+use support::{cpu_time, env_usize, peak_rss_kib};
+
 const LATENCY_MS: u64 = 50;
 const PER_TENANT: usize = 4;
 const PER_PROCESS: usize = 256;
@@ -44,13 +48,6 @@ const PER_PROCESS: usize = 256;
 /// process cap, not the prefetch, is what limits it (`FLEET_CONCURRENT_TENANTS`).
 fn concurrent_tenants() -> usize {
     env_usize("FLEET_CONCURRENT_TENANTS", 128)
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn base_env(sim: &RunningSim, namespace: &str) -> Vec<(String, String)> {
@@ -83,31 +80,6 @@ fn base_env(sim: &RunningSim, namespace: &str) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
-}
-
-/// utime + stime of a process, from `/proc/<pid>/stat` (clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the `(comm)`; utime and stime are the 14th and 15th fields.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
-/// Peak resident set (`VmHWM`) of a process, KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 struct RunResult {

@@ -33,6 +33,8 @@
 //! Exchange requests per tenant-hour over the measured part, 429s, and the scanner
 //! processes' CPU (utime + stime from `/proc/<pid>/stat`) and peak memory (`VmHWM`).
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -52,36 +54,7 @@ use m365_sim::SimArgs;
 use rand::Rng;
 use tokio::process::{Child, Command};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// utime + stime of a process, from `/proc/<pid>/stat` (clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
-/// Peak resident set (`VmHWM`) of a process, KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
+use support::{cpu_time, env_usize, peak_rss_kib};
 
 /// What the webhook receiver saw: external address → first delivery time.
 #[derive(Default)]
