@@ -1,6 +1,7 @@
 //! Day-to-day commands against a running deployment (RabbitMQ + Redis from config):
 //! `approve` / `remove` / `revoke`, `allowlist list`, `status` (queues, open
-//! detections, the notifier's alert outbox: pending alerts, their age and owner).
+//! detections, coverage, the continuous schedule, the notifier's alert outbox:
+//! pending alerts, their age and owner).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use fwdwatch_shared::contracts::CommandAction;
 use fwdwatch_shared::store::{self, Keys, Store, allowlist};
 
 use crate::decide::{self, DecisionArgs};
+use crate::schedule_status;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AllowlistCommand {
@@ -146,6 +148,9 @@ pub async fn status(settings: Settings) -> anyhow::Result<ExitCode> {
             println!("{line}");
         }
     }
+    let policy = fwdwatch_enumerator::cadence::policy(&settings);
+    let schedule = schedule_status::read(store.as_ref(), &keys, policy, Utc::now()).await?;
+    print!("{}", schedule_status::render(schedule.as_ref(), Utc::now()));
     let pending = outbox::status(store.as_ref(), &keys).await?;
     print!("{}", render_outbox(&pending, Utc::now()));
     let last = store.hash_get_all(&keys.last_run()).await?;

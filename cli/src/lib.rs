@@ -6,5 +6,6 @@ pub mod fleet;
 pub mod inspect;
 pub mod report;
 pub mod report_output;
+pub mod schedule_status;
 pub mod up;
 pub mod up_terminal;

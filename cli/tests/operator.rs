@@ -217,6 +217,37 @@ async fn allowlist_list_and_status_report_what_is_stored() {
     .await
     .expect("outbox entry");
 
+    // The enumerator's continuous schedule: one tenant backed off for failing, kept
+    // by an enumerator holding the lease.
+    let now = chrono::Utc::now();
+    let failing = fwdwatch_enumerator::schedule::TenantSchedule {
+        tenant: fwdwatch_shared::contracts::TenantRef {
+            id: "tenant-1".into(),
+            display_name: "Contoso".into(),
+            default_domain: None,
+        },
+        relationship: None,
+        next_due: now + chrono::Duration::minutes(31),
+        in_flight: None,
+        last_dispatched: Some(now - chrono::Duration::minutes(40)),
+        last_finished: Some(now - chrono::Duration::minutes(40)),
+        last_outcome: Some(fwdwatch_enumerator::schedule::Outcome::Dark),
+        failures: 3,
+        last_error: Some("AADSTS65001: consent revoked".into()),
+    };
+    store
+        .hash_set(
+            &keys.schedule(),
+            "tenant-1",
+            &serde_json::to_string(&failing).expect("json"),
+        )
+        .await
+        .expect("schedule");
+    store
+        .set(&keys.schedule_lease(), "pid 7 keeper", None)
+        .await
+        .expect("lease");
+
     let out = fwdwatch(&env, &["status"]);
     assert!(
         out.status.success(),
@@ -224,6 +255,15 @@ async fn allowlist_list_and_status_report_what_is_stored() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("continuous schedule: 1 tenants every 8m, 0 scanning now, 0 overdue"),
+        "{text}"
+    );
+    assert!(text.contains("kept by enumerator pid 7 keeper"), "{text}");
+    assert!(
+        text.contains("tenant-1 (Contoso): 3 failures in a row, next scan in 30m"),
+        "{text}"
+    );
     assert!(
         text.contains("tenant-1 (Contoso): dark since 2026-12-01T10:00:00.000Z: AADSTS65001: consent revoked — fix: grant admin consent again"),
         "{text}"
