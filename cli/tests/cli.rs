@@ -39,26 +39,12 @@ async fn start_sim(tenants: u32, mailboxes: u32, no_consent_rate: f64) -> Runnin
 
 fn sim_env(sim: &RunningSim) -> Vec<(String, String)> {
     [
-        ("FWDWATCH__M365__LOGIN_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__GRAPH_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__EXO_URL", sim.base_url.clone()),
-        (
-            "FWDWATCH__M365__PARTNER_TENANT_ID",
-            m365_sim::DEFAULT_PARTNER_TENANT_ID.to_owned(),
-        ),
-        (
-            "FWDWATCH__M365__CLIENT_ID",
-            m365_sim::DEFAULT_CLIENT_ID.to_owned(),
-        ),
-        (
-            "FWDWATCH__M365__CLIENT_SECRET",
-            m365_sim::DEFAULT_CLIENT_SECRET.to_owned(),
-        ),
         ("FWDWATCH__TELEMETRY__LOG_FILTER", "warn".to_owned()),
         ("FWDWATCH__ACTIONER__LISTEN", "127.0.0.1:0".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(sim.fwdwatch_env())
     .collect()
 }
 

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(90);
 
 fn settings(sim: &m365_sim::RunningSim, ns: &str, prefix: &str) -> Settings {
-    let a = sim.args();
     let env: Vec<(String, String)> = [
         (
             "FWDWATCH__AMQP__URL",
@@ -35,15 +34,6 @@ fn settings(sim: &m365_sim::RunningSim, ns: &str, prefix: &str) -> Settings {
             "redis://127.0.0.1:6379/0".to_owned(),
         ),
         ("FWDWATCH__REDIS__KEY_PREFIX", prefix.to_owned()),
-        ("FWDWATCH__M365__LOGIN_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__GRAPH_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__EXO_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__CLIENT_ID", a.client_id.clone()),
-        ("FWDWATCH__M365__CLIENT_SECRET", a.client_secret.clone()),
-        (
-            "FWDWATCH__M365__PARTNER_TENANT_ID",
-            a.partner_tenant_id.clone(),
-        ),
         (
             "FWDWATCH__SECURITY__LINK_SECRET",
             "coverage-test-link-secret-0123456789".to_owned(),
@@ -55,6 +45,7 @@ fn settings(sim: &m365_sim::RunningSim, ns: &str, prefix: &str) -> Settings {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(sim.fwdwatch_env())
     .collect();
     Settings::load_from(None, env).expect("settings")
 }

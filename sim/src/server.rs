@@ -172,6 +172,28 @@ impl RunningSim {
         &self.sim.args
     }
 
+    /// The environment that points fwdwatch's Microsoft 365 client at this
+    /// simulator (`m365.*`: the sign-in, Graph and Exchange URLs, the app's
+    /// credentials and the partner tenant), for the tests and benches that start
+    /// fwdwatch's services against it.
+    pub fn fwdwatch_env(&self) -> Vec<(String, String)> {
+        let a = self.args();
+        [
+            ("FWDWATCH__M365__LOGIN_URL", self.base_url.clone()),
+            ("FWDWATCH__M365__GRAPH_URL", self.base_url.clone()),
+            ("FWDWATCH__M365__EXO_URL", self.base_url.clone()),
+            ("FWDWATCH__M365__CLIENT_ID", a.client_id.clone()),
+            ("FWDWATCH__M365__CLIENT_SECRET", a.client_secret.clone()),
+            (
+                "FWDWATCH__M365__PARTNER_TENANT_ID",
+                a.partner_tenant_id.clone(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// Who can sign in to the partner tenant (the console's Entra ID sign-in).
     pub fn sign_in_users(&self) -> Vec<crate::oidc::SignInUser> {
         crate::oidc::sign_in_users(&self.sim.fleet.partner.domain)

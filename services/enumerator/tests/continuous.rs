@@ -55,23 +55,14 @@ impl Fixture {
         )
         .await
         .expect("simulator starts");
-        let a = sim.args();
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let mut env: Vec<(String, String)> = [
             ("FWDWATCH__AMQP__NAMESPACE", format!("t-{unique}")),
             ("FWDWATCH__REDIS__KEY_PREFIX", format!("t-{unique}:")),
-            ("FWDWATCH__M365__LOGIN_URL", sim.base_url.clone()),
-            ("FWDWATCH__M365__GRAPH_URL", sim.base_url.clone()),
-            ("FWDWATCH__M365__EXO_URL", sim.base_url.clone()),
-            ("FWDWATCH__M365__CLIENT_ID", a.client_id.clone()),
-            ("FWDWATCH__M365__CLIENT_SECRET", a.client_secret.clone()),
-            (
-                "FWDWATCH__M365__PARTNER_TENANT_ID",
-                a.partner_tenant_id.clone(),
-            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(sim.fwdwatch_env())
         .collect();
         env.extend(
             extra
@@ -600,17 +591,11 @@ async fn a_restart_resumes_the_schedule() {
 async fn once_publishes_one_job_per_tenant_and_exits() {
     let f = Fixture::new(6, &[]).await;
     assert_eq!(f.settings.enumerator.mode, "continuous", "the default mode");
-    let a = f.sim.args();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fwdwatch-enumerator"))
         .arg("--once")
         .env("FWDWATCH__AMQP__NAMESPACE", &f.settings.amqp.namespace)
         .env("FWDWATCH__REDIS__KEY_PREFIX", &f.settings.redis.key_prefix)
-        .env("FWDWATCH__M365__LOGIN_URL", &f.sim.base_url)
-        .env("FWDWATCH__M365__GRAPH_URL", &f.sim.base_url)
-        .env("FWDWATCH__M365__EXO_URL", &f.sim.base_url)
-        .env("FWDWATCH__M365__CLIENT_ID", &a.client_id)
-        .env("FWDWATCH__M365__CLIENT_SECRET", &a.client_secret)
-        .env("FWDWATCH__M365__PARTNER_TENANT_ID", &a.partner_tenant_id)
+        .envs(f.sim.fwdwatch_env())
         .env("FWDWATCH__TELEMETRY__LOG_FILTER", "warn")
         .env_remove("RUST_LOG")
         .output();

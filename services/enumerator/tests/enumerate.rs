@@ -24,25 +24,16 @@ async fn start_sim(args: SimArgs) -> RunningSim {
 }
 
 fn settings(sim: &RunningSim, extra: &[(&str, &str)], file: Option<&std::path::Path>) -> Settings {
-    let a = sim.args();
     let mut env: Vec<(String, String)> = [
         (
             "FWDWATCH__AMQP__NAMESPACE",
             format!("t-{}", uuid::Uuid::new_v4()),
         ),
-        ("FWDWATCH__M365__LOGIN_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__GRAPH_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__EXO_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__CLIENT_ID", a.client_id.clone()),
-        ("FWDWATCH__M365__CLIENT_SECRET", a.client_secret.clone()),
-        (
-            "FWDWATCH__M365__PARTNER_TENANT_ID",
-            a.partner_tenant_id.clone(),
-        ),
         ("FWDWATCH__M365__MAX_ATTEMPTS", "2".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(sim.fwdwatch_env())
     .collect();
     env.extend(
         extra

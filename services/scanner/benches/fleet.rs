@@ -51,18 +51,8 @@ fn concurrent_tenants() -> usize {
 }
 
 fn base_env(sim: &RunningSim, namespace: &str) -> Vec<(String, String)> {
-    let a = sim.args();
     [
         ("FWDWATCH__AMQP__NAMESPACE", namespace.to_owned()),
-        ("FWDWATCH__M365__LOGIN_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__GRAPH_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__EXO_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__CLIENT_ID", a.client_id.clone()),
-        ("FWDWATCH__M365__CLIENT_SECRET", a.client_secret.clone()),
-        (
-            "FWDWATCH__M365__PARTNER_TENANT_ID",
-            a.partner_tenant_id.clone(),
-        ),
         (
             "FWDWATCH__M365__CONCURRENCY_PER_TENANT",
             PER_TENANT.to_string(),
@@ -79,6 +69,7 @@ fn base_env(sim: &RunningSim, namespace: &str) -> Vec<(String, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(sim.fwdwatch_env())
     .collect()
 }
 

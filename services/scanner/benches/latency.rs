@@ -134,19 +134,9 @@ async fn run() -> anyhow::Result<()> {
 
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let namespace = format!("bench-{run_id}");
-    let a = sim.args();
     let mut env: Vec<(String, String)> = [
         ("FWDWATCH__AMQP__NAMESPACE", namespace.clone()),
         ("FWDWATCH__REDIS__KEY_PREFIX", format!("bench-{run_id}:")),
-        ("FWDWATCH__M365__LOGIN_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__GRAPH_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__EXO_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__CLIENT_ID", a.client_id.clone()),
-        ("FWDWATCH__M365__CLIENT_SECRET", a.client_secret.clone()),
-        (
-            "FWDWATCH__M365__PARTNER_TENANT_ID",
-            a.partner_tenant_id.clone(),
-        ),
         ("FWDWATCH__TELEMETRY__LOG_FILTER", "warn".to_owned()),
         (
             "FWDWATCH__SECURITY__LINK_SECRET",
@@ -156,6 +146,7 @@ async fn run() -> anyhow::Result<()> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(sim.fwdwatch_env())
     .collect();
     if let Ok(c) = std::env::var("LATENCY_CADENCE") {
         env.push(("FWDWATCH__ENUMERATOR__CADENCE".to_owned(), c));

@@ -147,21 +147,6 @@ impl TestApp {
                 "FWDWATCH__ACTIONER__REPLY_URL_PREFIXES",
                 format!("http://{reply_addr}/hooks/"),
             ),
-            ("FWDWATCH__M365__LOGIN_URL", sim.base_url.clone()),
-            ("FWDWATCH__M365__GRAPH_URL", sim.base_url.clone()),
-            ("FWDWATCH__M365__EXO_URL", sim.base_url.clone()),
-            (
-                "FWDWATCH__M365__PARTNER_TENANT_ID",
-                m365_sim::DEFAULT_PARTNER_TENANT_ID.to_owned(),
-            ),
-            (
-                "FWDWATCH__M365__CLIENT_ID",
-                m365_sim::DEFAULT_CLIENT_ID.to_owned(),
-            ),
-            (
-                "FWDWATCH__M365__CLIENT_SECRET",
-                m365_sim::DEFAULT_CLIENT_SECRET.to_owned(),
-            ),
             ("FWDWATCH__TELEMETRY__LOG_FILTER", "warn".to_owned()),
             ("FWDWATCH__ACTIONER__COMMAND_LEASE", "2s".to_owned()),
             // The console signs operators in with the simulator's Entra ID.
@@ -187,7 +172,9 @@ impl TestApp {
                 m365_sim::OPERATOR_ROLE.to_owned(),
             ),
         ]
-        .map(|(k, v)| (k.to_owned(), v));
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(sim.fwdwatch_env());
         // The broker and Redis are the machine's (127.0.0.1 by default); CI may point
         // elsewhere with the usual variables.
         let env = env.into_iter().chain(

@@ -23,23 +23,14 @@ pub async fn start_sim(args: SimArgs) -> RunningSim {
 /// `FWDWATCH__…` variables for a fresh namespace and the simulator: the same
 /// pairs configure an in-process service and a child process.
 pub fn env_for(sim: &RunningSim, namespace: &str) -> Vec<(String, String)> {
-    let a = sim.args();
     [
         ("FWDWATCH__AMQP__NAMESPACE", namespace.to_owned()),
         ("FWDWATCH__AMQP__DELIVERY_LIMIT", "4".to_owned()),
-        ("FWDWATCH__M365__LOGIN_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__GRAPH_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__EXO_URL", sim.base_url.clone()),
-        ("FWDWATCH__M365__CLIENT_ID", a.client_id.clone()),
-        ("FWDWATCH__M365__CLIENT_SECRET", a.client_secret.clone()),
-        (
-            "FWDWATCH__M365__PARTNER_TENANT_ID",
-            a.partner_tenant_id.clone(),
-        ),
         ("FWDWATCH__M365__REQUEST_TIMEOUT", "10s".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(sim.fwdwatch_env())
     .collect()
 }
 
