@@ -180,7 +180,7 @@ async fn slack_requests_must_prove_slack_an_operator_and_the_button() {
         assert_eq!(result.outcome, CommandOutcome::Done, "{}", result.detail);
         assert!(approved(app, tenant, mailbox, COLLECTOR).await);
 
-        let audit = app.audit().await;
+        let audit = app.audit_after(&command_id).await;
         let refused_users: Vec<&str> = audit
             .iter()
             .filter(|e| e.outcome == CommandOutcome::Refused)

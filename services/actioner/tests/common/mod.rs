@@ -430,6 +430,27 @@ impl TestApp {
         all
     }
 
+    /// The audit trail once `command_id`'s execution is in it: the executor stores
+    /// the result (what [`result`](Self::result) waits for) before it audits, so a
+    /// test that reads the audit right after the result can be a moment early.
+    pub async fn audit_after(&self, command_id: &str) -> Vec<AuditEvent> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let all = self.audit().await;
+            if all
+                .iter()
+                .any(|e| e.command_id.as_deref() == Some(command_id))
+            {
+                return all;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no audit entry for {command_id} within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Executed decisions only (the main audit stream).
     pub async fn decisions(&self) -> Vec<AuditEvent> {
         store::audit::recent(self.store.as_ref(), &self.keys, 1000)
