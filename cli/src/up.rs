@@ -45,7 +45,8 @@ pub struct UpArgs {
     /// Stop after this many scans (default: keep going).
     #[arg(long)]
     pub scans: Option<u32>,
-    /// Time between scans, e.g. `10m` (default: `enumerator.schedule`).
+    /// Time between scans, e.g. `10m` (default: `enumerator.cadence` in continuous
+    /// mode, the default; the next tick of `enumerator.schedule` in cron mode).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub every: Option<Duration>,
     /// Where the log goes (default: `fwdwatch-up-<time>-<pid>.log` in the system's
@@ -361,11 +362,11 @@ pub async fn run(settings: Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         terminal.clone(),
     )?;
     let (settings, sim) = fleet::simulator_if_needed(settings, args.sim.clone()).await?;
-    let schedule = match args.every {
-        Some(_) => None,
-        None => Some(fwdwatch_enumerator::parse_schedule(
+    let schedule = match (&args.every, settings.enumerator.mode.as_str()) {
+        (None, "cron") => Some(fwdwatch_enumerator::parse_schedule(
             &settings.enumerator.schedule,
         )?),
+        _ => None,
     };
     let mut pipeline = Pipeline::start(settings).await?;
     terminal.line(&format!(
@@ -399,13 +400,12 @@ pub async fn run(settings: Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         if args.scans.is_some_and(|limit| done >= limit) {
             break Ok(());
         }
-        let wait = match (&args.every, &schedule) {
-            (Some(every), _) => *every,
-            (None, Some(schedule)) => fwdwatch_enumerator::next_tick(schedule, Utc::now())
-                .and_then(|next| (next - Utc::now()).to_std().ok())
-                .unwrap_or(Duration::from_secs(3600)),
-            (None, None) => Duration::from_secs(3600),
-        };
+        let wait = between_scans(
+            args.every,
+            schedule.as_ref(),
+            pipeline.settings.enumerator.cadence,
+            Utc::now(),
+        );
         terminal.line(&format!(
             "Next scan in {}. The Console link works once, for {} min: press Enter for a new one. Ctrl-C stops.",
             humantime::format_duration(Duration::from_secs(wait.as_secs())),
@@ -435,11 +435,55 @@ pub async fn run(settings: Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
+/// How long `up` waits before its next scan: `--every` when given; in cron mode until
+/// the schedule's next tick; otherwise (continuous mode, the default) one cadence —
+/// the all-in-one scans the whole (small) fleet at once instead of spreading it.
+fn between_scans(
+    every: Option<Duration>,
+    cron: Option<&cron::Schedule>,
+    cadence: Duration,
+    now: chrono::DateTime<Utc>,
+) -> Duration {
+    match (every, cron) {
+        (Some(every), _) => every,
+        (None, Some(schedule)) => fwdwatch_enumerator::next_tick(schedule, now)
+            .and_then(|next| (next - now).to_std().ok())
+            .unwrap_or(Duration::from_secs(3600)),
+        (None, None) => cadence,
+    }
+}
+
 async fn print_console_link(pipeline: &Pipeline, terminal: &Terminal) {
     match pipeline.console_link().await {
         Ok(url) => terminal.line(&format!("Console: {url}")),
         Err(error) => {
             tracing::warn!(error = %format!("{error:#}"), "Cannot make a console sign-in link.")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn waits_one_cadence_by_default_the_next_tick_in_cron_mode_and_every_when_asked() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 12, 7, 18, 0, 0)
+            .single()
+            .expect("time");
+        let cadence = Duration::from_secs(8 * 60);
+        assert_eq!(between_scans(None, None, cadence, now), cadence);
+        let daily = fwdwatch_enumerator::parse_schedule("0 0 19 * * *").expect("cron");
+        assert_eq!(
+            between_scans(None, Some(&daily), cadence, now),
+            Duration::from_secs(3600)
+        );
+        let every = Duration::from_secs(120);
+        assert_eq!(
+            between_scans(Some(every), Some(&daily), cadence, now),
+            every
+        );
     }
 }
