@@ -1,7 +1,7 @@
 //! Day-to-day commands against a running deployment (RabbitMQ + Redis from config):
 //! `approve` / `remove` / `revoke`, `allowlist list`, `status` (queues, open
 //! detections, coverage, the continuous schedule, the notifier's alert outbox:
-//! pending alerts, their age and owner).
+//! pending alerts, their age and owner), `console-link` (a one-time console sign-in).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use fwdwatch_notifier::outbox::{self, OutboxStatus};
 use fwdwatch_shared::bus::{Bus, RabbitBus, Topology};
 use fwdwatch_shared::config::Settings;
-use fwdwatch_shared::contracts::CommandAction;
+use fwdwatch_shared::contracts::{Channel, CommandAction, Issuer};
 use fwdwatch_shared::store::{self, Keys, Store, allowlist};
 
 use crate::decide::{self, DecisionArgs};
@@ -81,6 +81,33 @@ pub fn render_allowlist(approvals: &[allowlist::Approval]) -> String {
     }
     out.push_str(&format!("{} approvals\n", approvals.len()));
     out
+}
+
+/// `fwdwatch console-link --operator NAME`: a one-time sign-in link to the console
+/// of the deployment whose Redis the settings name — `fwdwatch up`'s `Console:` link
+/// for a deployment without Entra ID sign-in. Whoever can run this holds the
+/// deployment's Redis credentials already, i.e. every power the link gives (operator
+/// of every tenant). The session acts as `local:<NAME>`, so the audit trail names
+/// the person. The link is printed on stdout, never logged.
+pub async fn console_link(settings: Settings, operator: &str) -> anyhow::Result<ExitCode> {
+    let name = operator.trim();
+    anyhow::ensure!(
+        !name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_control),
+        "--operator needs the name of the person who will sign in (1-64 characters, no control characters): it is recorded with every action they take"
+    );
+    let store = store::connect(&settings.redis).await?;
+    let issuer = Issuer {
+        channel: Channel::Console,
+        user_id: format!("local:{name}"),
+        name: format!("{name} (fwdwatch console-link)"),
+    };
+    let link = fwdwatch_actioner::console::sign_in_link(store.as_ref(), &settings, issuer).await?;
+    eprintln!(
+        "fwdwatch: a one-time console sign-in for {name}, valid for {}: it signs in as an operator of every tenant; actions are audited as local:{name}.",
+        humantime::format_duration(settings.console.sign_in_link_ttl)
+    );
+    println!("{link}");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn status(settings: Settings) -> anyhow::Result<ExitCode> {

@@ -58,8 +58,16 @@ enum Commands {
         #[command(subcommand)]
         command: inspect::AllowlistCommand,
     },
-    /// Queue depths, open detections per tenant, last run.
+    /// Queue depths, open detections per tenant, the continuous schedule, the alert
+    /// outbox, last run.
     Status,
+    /// A one-time sign-in link to a running deployment's console, for a deployment
+    /// without Entra ID sign-in (e.g. the compose demo). Needs the deployment's Redis.
+    ConsoleLink {
+        /// Who will sign in: recorded with every action taken in that session.
+        #[arg(long)]
+        operator: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -103,5 +111,6 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Commands::Allowlist { command } => inspect::allowlist(settings, command).await,
         Commands::Status => inspect::status(settings).await,
+        Commands::ConsoleLink { operator } => inspect::console_link(settings, &operator).await,
     }
 }

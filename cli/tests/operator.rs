@@ -297,3 +297,58 @@ async fn allowlist_list_and_status_report_what_is_stored() {
         let _ = rabbit.teardown(&topology, &[]).await;
     }
 }
+
+/// `fwdwatch console-link` stores a one-time ticket in the deployment's Redis whose
+/// hash is the printed link's secret, naming the operator (so the audit does), for
+/// `console.sign_in_link_ttl`; a name with control characters is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_link_issues_a_one_time_ticket_for_the_named_operator() {
+    use sha2::{Digest, Sha256};
+
+    let env = env();
+    let store = store::connect(&env.settings.redis)
+        .await
+        .expect("Redis on 127.0.0.1:6379 (start it with `redis-server --daemonize yes`)");
+    let keys = Keys::from_settings(&env.settings.redis);
+
+    let out = fwdwatch(&env, &["console-link", "--operator", "Dana Scully"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("valid for 15m"), "{stderr}");
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let prefix = format!("{}/console/sign-in/", env.settings.console_public_url());
+    let secret = link
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{link} starts with {prefix}"));
+    assert!(secret.len() >= 32, "an unguessable secret: {secret}");
+    let ticket = keys.console_sign_in(&hex::encode(Sha256::digest(secret.as_bytes())));
+    let json = store
+        .get(&ticket)
+        .await
+        .expect("redis")
+        .expect("the link's ticket is stored");
+    let ticket_value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(ticket_value["operator"]["user_id"], "local:Dana Scully");
+    assert_eq!(ticket_value["operator"]["channel"], "console");
+
+    let refused = fwdwatch(&env, &["console-link", "--operator", "Eve\u{1b}[2J"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--operator needs the name"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        store
+            .scan_keys(&keys.console_sign_in("*"))
+            .await
+            .expect("scan")
+            .len(),
+        1,
+        "nothing issued for the refused name"
+    );
+
+    for key in store.scan_keys(&keys.all()).await.unwrap_or_default() {
+        let _ = store.delete(&key).await;
+    }
+}
