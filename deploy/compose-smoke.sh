@@ -8,7 +8,8 @@
 #   4. `docker compose up` with no .env: every container healthy, non-root, read-only;
 #      secrets generated; the first scan's alerts arrive (a signed webhook for every
 #      forward in the simulator's truth); a remove link POSTed to the published actioner
-#      port is verified in the simulator's truth;
+#      port is verified in the simulator's truth; `fwdwatch console-link` in the actioner
+#      container gives a console sign-in that works once;
 #   5. scales to three scanners, kills one (SIGKILL) while it holds scan jobs, and sees
 #      every tenant's summary of that run arrive all the same;
 #   6. `down` and `up` again: an approval, the open detections, a queued message and the
@@ -218,6 +219,11 @@ read -r removed_fp removed_tenant removed_mailbox _ _ _ remove_url <<<"$picked"
 [[ $remove_url == "http://localhost:${actioner_port}/act/"* ]] || die "the remove link does not point at the published actioner port"
 check act "$remove_url" remove "Removed, and verified"
 check truth-without "$sim_url" "$removed_tenant" "$removed_mailbox" forwarding_smtp_address
+console_link=$(compose exec -T actioner fwdwatch-entrypoint fwdwatch console-link --operator "Smoke Operator") ||
+    die "fwdwatch console-link failed in the actioner container"
+[[ $console_link == "http://localhost:${actioner_port}/console/sign-in/"* ]] ||
+    die "the console link does not point at the published actioner port: ${console_link%/sign-in/*}/…"
+check console "$console_link" "Smoke Operator"
 
 # ---------------------------------------------------------------------------------------
 step "5. three scanners; one killed in the middle of a scan"

@@ -14,6 +14,10 @@ when what it checks does not hold. Standard library only (the host's python3).
   checks.py act URL ACTION EXPECTED_TITLE
         GET the link (the confirmation page), then POST confirm=ACTION to it as the
         page's button does; the answer must show EXPECTED_TITLE
+  checks.py console LINK OPERATOR
+        a one-time console sign-in link (`fwdwatch console-link`): the GET sets no
+        cookie, the POST (from the console's origin) starts a session whose console page
+        names OPERATOR, and a second POST is refused (410)
   checks.py truth-without SIM_URL TENANT MAILBOX SIGNAL
         the truth no longer holds that forward (a verified remove)
   checks.py compose-ready PS_JSON SERVICE…
@@ -148,6 +152,45 @@ def cmd_act(url: str, action: str, expected_title: str) -> None:
     if status != 200 or expected_title not in page:
         fail(f"POST {action} link: HTTP {status}, page {title!r}; expected {expected_title!r}")
     print(f"POST {action} link → HTTP {status}: {expected_title}")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        return None
+
+
+def _post_sign_in(link: str, origin: str):
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(link, data=b"", method="POST", headers={
+        "Origin": origin, "Sec-Fetch-Site": "same-origin",
+        "Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, response.headers
+    except urllib.error.HTTPError as error:  # a redirect not followed lands here too
+        return error.code, error.headers
+
+
+def cmd_console(link: str, operator: str) -> None:
+    parts = urllib.parse.urlsplit(link)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    with urllib.request.urlopen(link, timeout=30) as response:
+        if response.headers.get_all("Set-Cookie"):
+            fail("the GET of the console sign-in link set a cookie: a link previewer would sign in")
+    status, headers = _post_sign_in(link, origin)
+    cookies = headers.get_all("Set-Cookie") or []
+    if status not in (302, 303) or not cookies:
+        fail(f"POST console sign-in link: HTTP {status} with {len(cookies)} cookie(s); expected a redirect setting the session")
+    cookie = "; ".join(c.split(";", 1)[0] for c in cookies)
+    request = urllib.request.Request(f"{origin}/console/", headers={"Cookie": cookie})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        page = html.unescape(response.read().decode("utf-8", "replace"))
+    if operator not in page:
+        fail(f"the console after sign-in does not name {operator!r}")
+    again, _ = _post_sign_in(link, origin)
+    if again != 410:
+        fail(f"the console sign-in link worked twice (second POST: HTTP {again}, expected 410)")
+    print(f"console-link: signed in once as {operator}; the link is then used up")
 
 
 def cmd_truth_without(sim: str, tenant: str, mailbox: str, signal: str) -> None:
@@ -300,6 +343,7 @@ def main(argv: list[str]) -> None:
         "alerts": cmd_alerts,
         "pick": cmd_pick,
         "act": cmd_act,
+        "console": cmd_console,
         "truth-without": cmd_truth_without,
         "compose-ready": cmd_compose_ready,
         "rabbit": cmd_rabbit,
