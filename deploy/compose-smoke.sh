@@ -373,5 +373,5 @@ left=$(docker ps -aq --filter "label=com.docker.compose.project=${PROJECT}"; doc
 [[ -z $left ]] || die "containers or volumes left behind: ${left}"
 ok "containers, networks and volumes removed"
 
-printf '\ncompose-smoke: passed in %d s: docker compose up with no .env built and started every container healthy, non-root and read-only on this host; every simulated forward alerted and a remove link verified; a scanner killed mid-scan lost none of %d tenants; an approval, open detections, a queued message and the secrets survived down and up; with Microsoft 365 configured the simulator stood down.\n' \
+printf '\ncompose-smoke: passed in %d s: docker compose up with no .env built and started every container healthy, non-root and read-only on this host; every simulated forward alerted, a remove link verified and a one-time console link signed in once; a scanner killed mid-scan lost none of %d tenants; an approval, open detections, a queued message and the secrets survived down and up; with Microsoft 365 configured the simulator stood down.\n' \
     "$((SECONDS - started))" "$tenants"
