@@ -47,8 +47,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fwdwatch_shared::bus::{
-    Bus, ConsumerOptions, DeliveryInfo, HandleError, Handler, QueueSpec, ROUTE_JOB, ROUTE_SUMMARY,
-    Topology, outgoing, run_consumer,
+    Bus, ConsumerOptions, DeliveryInfo, HandleError, Handler, QueueSpec, ROUTE_SUMMARY, Topology,
+    run_consumer,
 };
 use fwdwatch_shared::config::Settings;
 use fwdwatch_shared::contracts::{ScanJob, TenantSummary};
@@ -58,7 +58,7 @@ use fwdwatch_shared::store::{Keys, Store, StoreError};
 use tokio::sync::Mutex;
 
 use crate::schedule::{CadencePolicy, Finish, Schedule, TenantSchedule, tenant_key};
-use crate::{ListPolicy, list_relationships, new_run_id, with_unlisted};
+use crate::{ListPolicy, job_message, list_relationships, new_run_id, with_unlisted};
 
 /// `{ns}.enumerator.summaries`: the enumerator's own copy of every tenant summary.
 pub fn summaries_queue(topology: &Topology) -> String {
@@ -289,21 +289,7 @@ async fn dispatch(
     }
     let messages = jobs
         .iter()
-        .map(|(_, job)| {
-            let span = tracing::info_span!(
-                parent: None,
-                "publish",
-                otel.name = %format!("publish {exchange}"),
-                otel.kind = "producer",
-                messaging.system = "rabbitmq",
-                tenant = %job.tenant.id,
-                run = %run_id,
-                trace_id = tracing::field::Empty,
-            );
-            fwdwatch_shared::bus::record_trace_id(&span);
-            let _entered = span.enter();
-            outgoing(&exchange, ROUTE_JOB, job)
-        })
+        .map(|(_, job)| job_message(&exchange, job))
         .collect();
     if let Err(error) = bus.publish_all(messages).await {
         // Not marked in flight: due again at the next tick. Some may have gone out;

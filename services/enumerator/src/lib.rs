@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use fwdwatch_shared::bus::{Bus, ROUTE_JOB, RabbitBus, Topology, outgoing};
+use fwdwatch_shared::bus::{Bus, Outgoing, ROUTE_JOB, RabbitBus, Topology, outgoing};
 use fwdwatch_shared::config::{EnumeratorSettings, Settings};
 use fwdwatch_shared::contracts::{Relationship, ScanJob, TenantRef};
 use fwdwatch_shared::m365::{M365Client, M365Error};
@@ -409,25 +409,9 @@ async fn enqueue(
     let messages = listed
         .iter()
         .map(|l| {
-            let tenant = &l.tenant;
-            let mut job = ScanJob::new(&run_id, tenant.clone(), now);
+            let mut job = ScanJob::new(&run_id, l.tenant.clone(), now);
             job.relationship = l.relationship.clone();
-            // One trace per tenant: each job starts its own root span, and the scan,
-            // its findings, the alerts and any decision on them continue it.
-            let span = tracing::info_span!(
-                parent: None,
-                "publish",
-                otel.name = %format!("publish {exchange}"),
-                otel.kind = "producer",
-                messaging.system = "rabbitmq",
-                tenant = %tenant.id,
-                run = %run_id,
-                trace_id = tracing::field::Empty,
-            );
-            fwdwatch_shared::bus::record_trace_id(&span);
-            let _entered = span.enter();
-            tracing::debug!(tenant = %tenant.id, name = %tenant.display_name, job = %job.job_id, "Enqueuing.");
-            outgoing(&exchange, ROUTE_JOB, &job)
+            job_message(&exchange, &job)
         })
         .collect();
     bus.publish_all(messages)
@@ -547,6 +531,26 @@ pub async fn run_single(settings: Settings) -> anyhow::Result<RunReport> {
         .await
         .context("connecting to Redis")?;
     run_once_with_store(bus, client.as_ref(), store.as_ref(), &settings).await
+}
+
+/// The message of one scan job, made under a root `publish` span of its own: one trace
+/// per tenant scan, which the scan, its findings, the alerts and any decision on them
+/// continue.
+pub(crate) fn job_message(exchange: &str, job: &ScanJob) -> Outgoing {
+    let span = tracing::info_span!(
+        parent: None,
+        "publish",
+        otel.name = %format!("publish {exchange}"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        tenant = %job.tenant.id,
+        run = %job.run_id,
+        trace_id = tracing::field::Empty,
+    );
+    fwdwatch_shared::bus::record_trace_id(&span);
+    let _entered = span.enter();
+    tracing::debug!(tenant = %job.tenant.id, name = %job.tenant.display_name, job = %job.job_id, "Enqueuing.");
+    outgoing(exchange, ROUTE_JOB, job)
 }
 
 #[cfg(test)]
