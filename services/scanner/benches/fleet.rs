@@ -28,7 +28,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,9 +36,8 @@ use fwdwatch_shared::config::Settings;
 use fwdwatch_shared::contracts::TenantSummary;
 use fwdwatch_shared::m365::{Cmdlet, M365Client, Resource};
 use m365_sim::{RunningSim, SimArgs};
-use tokio::process::{Child, Command};
 
-use support::{cpu_time, env_usize, peak_rss_kib};
+use support::{cpu_time, env_usize, peak_rss_kib, spawn_scanners};
 
 const LATENCY_MS: u64 = 50;
 const PER_TENANT: usize = 4;
@@ -110,17 +108,7 @@ async fn pipeline_run(sim: &RunningSim, processes: usize) -> anyhow::Result<RunR
     let topology = Topology::from_settings(&settings.amqp);
     dyn_bus.declare(&topology).await?;
 
-    let mut children: Vec<Child> = (0..processes)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_fwdwatch-scanner"))
-                .envs(env.iter().cloned())
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-        })
-        .collect::<Result<_, _>>()?;
+    let mut children = spawn_scanners(processes, &env)?;
     // Let the scanners connect and subscribe before the clock starts.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cpu_before: Vec<Duration> = children

@@ -36,7 +36,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,9 +51,8 @@ use fwdwatch_shared::shutdown::CancellationToken;
 use fwdwatch_shared::store::Keys;
 use m365_sim::SimArgs;
 use rand::Rng;
-use tokio::process::{Child, Command};
 
-use support::{cpu_time, env_usize, peak_rss_kib};
+use support::{cpu_time, env_usize, peak_rss_kib, spawn_scanners};
 
 /// What the webhook receiver saw: external address → first delivery time.
 #[derive(Default)]
@@ -210,17 +208,7 @@ async fn run() -> anyhow::Result<()> {
         )
         .await?;
 
-    let mut children: Vec<Child> = (0..scanners)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_fwdwatch-scanner"))
-                .envs(env.iter().cloned())
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-        })
-        .collect::<Result<_, _>>()?;
+    let mut children = spawn_scanners(scanners, &env)?;
 
     let notifier = tokio::spawn(fwdwatch_notifier::run(settings.clone(), stop.clone()));
     let enumerator = tokio::spawn(fwdwatch_enumerator::run(settings.clone(), stop.clone()));

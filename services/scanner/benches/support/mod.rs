@@ -1,8 +1,27 @@
-//! What the scanner's benches share: their knobs from the environment and what they
-//! read of a process from `/proc` (CPU time, peak memory). A directory module, so
-//! Cargo does not take it for a bench of its own.
+//! What the scanner's benches share: their knobs from the environment, starting the
+//! scanner processes, and what they read of a process from `/proc` (CPU time, peak
+//! memory). A directory module, so Cargo does not take it for a bench of its own.
 
+use std::process::Stdio;
 use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// Starts `count` `fwdwatch-scanner` processes with `env` (stderr shown, killed when
+/// dropped).
+pub fn spawn_scanners(count: usize, env: &[(String, String)]) -> std::io::Result<Vec<Child>> {
+    (0..count)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_fwdwatch-scanner"))
+                .envs(env.iter().cloned())
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+        })
+        .collect()
+}
 
 /// `name` from the environment as a number, or `default`.
 pub fn env_usize(name: &str, default: usize) -> usize {
